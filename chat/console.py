@@ -1,0 +1,333 @@
+"""The server's console: command-line options, the log, and the operator's keyboard.
+
+``python server.py`` lands in ``main()``.  The main thread owns everything:
+it starts the accept loop (``serve_forever``) in a thread of its own, reads
+the operator's commands in another, and waits for a reason to stop (Ctrl+C,
+SIGTERM, ``/quit``).  Then it shuts the server down and joins both threads.
+
+What the room does is logged (``chat.room``): one timestamped line per join,
+leave, message or kick, flushed at once even into a pipe, with every control
+character a peer sent shown escaped (``SafeFormatter``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Sequence
+
+from .protocol import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    MAX_LINE_BYTES,
+    LineDecoder,
+    escape_text,
+)
+from .room import DEFAULT_HISTORY
+from .server import ChatServer, Readable, ServerConfig, format_address
+
+log = logging.getLogger("chat.console")
+
+OPERATOR_HELP = (
+    "Operator commands:",
+    "  /list               who is connected, and from where",
+    "  /kick NAME [REASON] remove someone from the room",
+    "  /quit               stop the server",
+    "  /help               this help",
+    "Anything else you type is sent to everyone, from 'server'.",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="server.py",
+        description="A chat server for a classroom: JSON clients, nc and telnet.",
+    )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="address to listen on (default %(default)s; 0.0.0.0 for a whole class)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="TCP port (default %(default)s; 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--echo",
+        action="store_true",
+        help="be an echo server: every line goes back to its sender",
+    )
+    parser.add_argument(
+        "--max-clients",
+        type=int,
+        default=ServerConfig.max_clients,
+        metavar="N",
+        help="most connections at once (default %(default)s)",
+    )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=DEFAULT_HISTORY,
+        metavar="N",
+        help="messages replayed to a newcomer (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-line-bytes",
+        type=int,
+        default=MAX_LINE_BYTES,
+        metavar="N",
+        help="longest line accepted (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-outbox-bytes",
+        type=int,
+        default=ServerConfig.max_outbox_bytes,
+        metavar="N",
+        help="unsent bytes before a client is dropped as a slow consumer "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--log", metavar="FILE", help="append the conversation to FILE as well"
+    )
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "-v", "--verbose", action="store_true", help="also log connections and errors"
+    )
+    verbosity.add_argument(
+        "-q", "--quiet", action="store_true", help="log only warnings (for benchmarks)"
+    )
+    return parser
+
+
+def config_from(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        echo=args.echo,
+        history=args.history,
+        max_clients=args.max_clients,
+        max_line_bytes=args.max_line_bytes,
+        max_outbox_bytes=args.max_outbox_bytes,
+    )
+
+
+class SafeFormatter(logging.Formatter):
+    """Writes every control character of a log message as a visible escape.
+
+    A peer's text reaches the terminal through here, so an escape sequence,
+    a BEL or a carriage return can never act on the operator's screen.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_text(record.message)
+        return super().formatMessage(record)
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if args.quiet:
+        level = logging.WARNING
+    screen = logging.StreamHandler(sys.stdout)  # flushes after every record
+    screen.setFormatter(SafeFormatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [screen]
+    root.setLevel(level)
+    if args.log:
+        transcript = logging.FileHandler(args.log, encoding="utf-8")
+        transcript.setFormatter(
+            SafeFormatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
+        )
+        transcript.setLevel(logging.INFO)
+        logging.getLogger("chat.room").addHandler(transcript)
+        if args.quiet:
+            logging.getLogger("chat.room").setLevel(logging.INFO)
+
+
+def raise_open_file_limit() -> None:
+    """Let the server hold as many sockets as the system allows (no ulimit)."""
+    try:
+        import resource
+    except ImportError:  # Windows has no such limit to raise
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def local_addresses() -> list[str]:
+    """This machine's IPv4 addresses other than loopback, found without sending."""
+    found: set[str] = set()
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            found.add(info[4][0])
+    except OSError:
+        pass
+    # Connecting a UDP socket only picks a route; no packet is sent.
+    # 192.0.2.1 is TEST-NET-1, reserved for documentation.
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))
+            found.add(probe.getsockname()[0])
+    except OSError:
+        pass
+    return sorted(a for a in found if not a.startswith("127.") and a != "0.0.0.0")
+
+
+def print_addresses(host: str, port: int, out: Callable[[str], None]) -> None:
+    """Tell the operator exactly what students should type."""
+    out(f"Server listening on {format_address((host, port))}")
+    if host in ("0.0.0.0", "::", ""):
+        addresses = local_addresses()
+        if addresses:
+            out("Students can connect to:")
+            for address in addresses:
+                out(f"    {address} port {port}    (nc {address} {port})")
+        else:
+            out("No network address found: only this computer can connect.")
+    elif host.startswith("127.") or host in ("localhost", "::1"):
+        out(
+            "Only this computer can connect. For a class, start the server "
+            "with --host 0.0.0.0"
+        )
+
+
+class Operator:
+    """The person at the server's keyboard.  ``handle`` takes one typed line.
+
+    Runs in its own thread (``start``); ``stop`` ends it and joins it.  At the
+    end of standard input (the server started in the background, say) the
+    thread just ends and the server keeps serving.
+    """
+
+    def __init__(
+        self,
+        server: ChatServer,
+        request_stop: Callable[[], None],
+        out: Callable[[str], None] = print,
+    ) -> None:
+        self.server = server
+        self.request_stop = request_stop
+        self.out = out
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._read_stdin, name="operator console", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(1.0)  # a Windows console read cannot be interrupted
+
+    def handle(self, line: str) -> None:
+        """Carry out one line the operator typed."""
+        text = line.strip()
+        if not text:
+            return
+        if not text.startswith("/") or text.startswith("//"):
+            self.server.room.announce(text[1:] if text.startswith("//") else text)
+            return
+        command, _, rest = text.partition(" ")
+        command = command.lower()
+        if command in ("/quit", "/exit", "/stop"):
+            self.out("Stopping the server...")
+            self.request_stop()
+        elif command in ("/list", "/who"):
+            self._list()
+        elif command == "/kick":
+            name, _, reason = rest.strip().partition(" ")
+            if not name:
+                self.out("Usage: /kick NAME [REASON]")
+            elif not self.server.room.kick(name, reason.strip() or "by the operator"):
+                self.out(f"Nobody here is called {escape_text(name)}.")
+        elif command == "/help":
+            for help_line in OPERATOR_HELP:
+                self.out(help_line)
+        else:
+            self.out(f"Unknown command {escape_text(command)}; /help lists them.")
+
+    def _list(self) -> None:
+        members = self.server.room.members()
+        others = len(self.server.connections()) - len(members)
+        self.out(f"{len(members)} in the room:")
+        for member in members:
+            self.out(f"    {member.name:<24} {member.address}")
+        if others > 0:
+            self.out(f"({others} more connected, not in the room)")
+
+    def _read_stdin(self) -> None:
+        stdin = sys.stdin
+        if stdin is None or stdin.closed:
+            return
+        try:
+            fd = stdin.fileno()
+        except (OSError, ValueError):
+            return
+        if os.name == "nt":  # console handles cannot be polled
+            for line in stdin:
+                self.handle(line)
+            return
+        readable = Readable(fd)
+        decoder = LineDecoder(MAX_LINE_BYTES)
+        while not self._stopping.is_set():
+            if not readable.wait(0.25):
+                continue
+            try:
+                data = os.read(fd, 4096)
+            except OSError:  # EIO: started in the background of a terminal
+                return
+            if not data:
+                return
+            for line in decoder.feed(data):
+                if isinstance(line, bytes):
+                    self.handle(line.decode("utf-8", "replace"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args)
+    raise_open_file_limit()
+    out = _print_now
+    try:
+        server = ChatServer(config_from(args))
+    except OSError as exc:
+        out(f"Cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+            out("Another program (another server?) uses that port: stop it, or")
+            out("pick another port with --port.")
+        return 1
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    if hasattr(signal, "SIGTTIN"):  # reading a terminal from the background
+        signal.signal(signal.SIGTTIN, signal.SIG_IGN)  # gives EIO, not a stop
+    accept = threading.Thread(target=server.serve_forever, name="accept loop")
+    operator = Operator(server, stop.set, out)
+    with server:
+        accept.start()
+        host, port = server.server_address[:2]
+        print_addresses(host, port, out)
+        if args.echo:
+            out("Echo mode: every line goes back to its sender.")
+        else:
+            out("Type a line to talk to everyone, /help for commands.")
+        operator.start()
+        while not stop.wait(0.5):
+            pass
+        server.shutdown()
+        accept.join()
+        operator.stop()
+    out("Server stopped.")
+    return 0
+
+
+def _print_now(text: str) -> None:
+    print(text, flush=True)

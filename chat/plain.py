@@ -1,0 +1,168 @@
+"""The protocol as people type and read it: slash commands in, readable lines out.
+
+Sans-I/O, like ``protocol``.  Three users share it:
+
+* the server, for plain clients (``nc``, ``telnet``) that send text lines and
+  get text lines back;
+* the console client (``python -m chat``), which prints events as lines;
+* the GUI, whose entry box understands the same commands.
+
+``parse_input`` turns one typed line into a client message (or into lines to
+show locally, for ``/help`` and mistakes); ``render`` turns one server message
+into the lines a person reads.  Everything a peer wrote passes through
+``protocol.escape_text`` on the way out, so a message can never start a new
+line, move the cursor or colour a terminal.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .protocol import (
+    MAX_NAME_CHARS,
+    Bye,
+    ClientMessage,
+    Error,
+    Joined,
+    Left,
+    Message,
+    Notice,
+    Ping,
+    Pong,
+    Private,
+    PrivateMessage,
+    Rename,
+    Renamed,
+    Say,
+    ServerMessage,
+    Users,
+    Welcome,
+    Who,
+    escape_text,
+)
+
+PROMPT = "Welcome to the chat! Type your name and press Enter:"
+
+COMMANDS = (
+    ("/nick NAME", "change your name"),
+    ("/msg NAME TEXT", "send TEXT to NAME only"),
+    ("/me TEXT", "say what you are doing, as in '* alice waves'"),
+    ("/who", "list who is here"),
+    ("/help", "show this help"),
+    ("/quit [REASON]", "leave (typing exit does the same)"),
+)
+
+HELP_LINES = (
+    "Commands:",
+    *(f"  {usage:<16} {what}" for usage, what in COMMANDS),
+    "Anything else you type is sent to everyone. Start a line with // to send a /.",
+)
+
+#: What ``parse_input`` returns for a line that asks for something local.
+Local = tuple[ServerMessage, ...]
+
+
+def parse_input(line: str) -> ClientMessage | Local | None:
+    """One line a person typed -> what to send, what to show, or nothing.
+
+    Returns a client message to send, a tuple of ``Notice``/``Error`` messages
+    to show only to that person (help, usage mistakes), or ``None`` for a blank
+    line.  The word ``exit`` on its own leaves, as in the classic tutorials.
+    """
+    text = line.rstrip("\r\n")
+    stripped = text.strip()
+    if not stripped:
+        return None
+    if stripped.lower() == "exit":
+        return Bye("quit")
+    if not stripped.startswith("/"):
+        return Say(text)
+    if stripped.startswith("//"):
+        return Say(stripped[1:])
+    command, _, rest = stripped.partition(" ")
+    command = command.lower()
+    rest = rest.strip()
+    if command == "/me":
+        return Say(rest, me=True) if rest else _usage("/me TEXT")
+    if command == "/msg":
+        to, _, message = rest.partition(" ")
+        if not to or not message.strip():
+            return _usage("/msg NAME TEXT")
+        return Private(to, message.strip())
+    if command == "/nick":
+        if not rest or " " in rest:
+            return _usage("/nick NAME")
+        return Rename(rest)
+    if command == "/who":
+        return Who()
+    if command in ("/quit", "/exit", "/bye"):
+        return Bye(rest or "quit")
+    if command == "/help":
+        return tuple(Notice(line) for line in HELP_LINES)
+    shown = escape_text(command[: MAX_NAME_CHARS + 1])
+    return (Error("unknown_command", f"Unknown command {shown}; /help lists them."),)
+
+
+def _usage(usage: str) -> Local:
+    return (Error("usage", f"Usage: {usage}"),)
+
+
+def clock(ts: float) -> str:
+    """``HH:MM`` in local time, for history lines and the console."""
+    return time.strftime("%H:%M", time.localtime(ts))
+
+
+def render(message: ServerMessage) -> list[str]:
+    """The lines (without ``\\n``) a person should read for one server message.
+
+    Pings, pongs and anything unknown give no lines.  Names are already safe
+    (the server checks them); text is escaped here.
+    """
+    if isinstance(message, Message):
+        return [_said(message)]
+    if isinstance(message, PrivateMessage):
+        text = escape_text(message.text)
+        return [f"[private] {message.sender} -> {message.to}: {text}"]
+    if isinstance(message, Joined):
+        return [f"* {message.name} joined"]
+    if isinstance(message, Left):
+        return [f"* {message.name} left ({escape_text(message.reason)})"]
+    if isinstance(message, Renamed):
+        return [f"* {message.old} is now known as {message.new}"]
+    if isinstance(message, Users):
+        return [_users_line(message.users)]
+    if isinstance(message, Notice):
+        return [f"* {escape_text(message.text)}"]
+    if isinstance(message, Error):
+        return [f"! {escape_text(message.text)}"]
+    if isinstance(message, Welcome):
+        lines = [f"[{clock(m.ts)}] {_said(m)}" for m in message.history]
+        if lines:
+            lines.insert(0, f"* The last {len(lines)} messages:")
+        lines.append(f"* Welcome, {message.name}! {_users_line(message.users)[2:]}")
+        lines.append("* Type /help for commands.")
+        return lines
+    if isinstance(message, (Ping, Pong)):
+        return []
+    return []
+
+
+def render_bytes(message: ServerMessage) -> bytes:
+    """``render`` as the UTF-8 bytes a plain client is sent (maybe empty)."""
+    lines = render(message)
+    if not lines:
+        return b""
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def _said(message: Message) -> str:
+    text = escape_text(message.text)
+    if message.me:
+        return f"* {message.sender} {text}"
+    return f"{message.sender}: {text}"
+
+
+def _users_line(users: tuple[str, ...]) -> str:
+    count = len(users)
+    people = "1 user here" if count == 1 else f"{count} users here"
+    return f"* {people}: {', '.join(users)}"

@@ -1,0 +1,293 @@
+"""The room: who is here, what was said, and who gets which bytes.
+
+No sockets here.  Each member has an *outbox* (anything with ``put(bytes)``);
+the room encodes every message once per wire format and puts the same bytes
+object on the outbox of every member who should get it.  Sending is someone
+else's job (``chat.outbox``), so a member who stops reading can never slow the
+room down.
+
+One lock, ``Room._lock``, guards the members, the names and the history.  All
+outbox puts happen under it, which is what gives every member the same order
+of events; ``put`` only appends to a list, it never blocks.  Logging happens
+after the lock is released.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
+
+from .protocol import (
+    Joined,
+    Left,
+    Message,
+    Notice,
+    PrivateMessage,
+    ProtocolError,
+    Renamed,
+    Say,
+    ServerMessage,
+    Welcome,
+    check_name,
+    escape_text,
+    name_key,
+)
+
+log = logging.getLogger("chat.room")
+
+DEFAULT_HISTORY = 50
+SERVER_NAME = "server"
+
+
+class Outbox(Protocol):
+    """What the room needs of a member's outbox (``chat.outbox.Outbox``)."""
+
+    def put(self, data: bytes) -> None:
+        """Queue bytes for sending; never blocks."""
+
+    def hang_up(self) -> None:
+        """Send what is queued, then end the connection."""
+
+
+Render = Callable[[ServerMessage], bytes]
+
+
+class Member:
+    """One connection, as the room sees it.
+
+    The server creates it when a connection opens; ``name`` is ``None`` until
+    ``Room.join`` succeeds.  ``render`` turns a message into this member's
+    wire format (JSON or plain lines); ``echo`` says whether the member gets
+    its own messages back (JSON clients do, plain clients do not).
+    """
+
+    def __init__(
+        self, outbox: Outbox, render: Render, *, echo: bool, address: str = ""
+    ) -> None:
+        self.outbox = outbox
+        self.render = render
+        self.echo = echo
+        self.address = address
+        self.name: str | None = None
+        self.connected_at = time.time()
+
+    def __repr__(self) -> str:
+        return f"<Member {self.name or '(no name)'} {self.address}>"
+
+
+class History:
+    """The last ``size`` public messages, oldest first.  Guarded by the room."""
+
+    def __init__(self, size: int = DEFAULT_HISTORY) -> None:
+        self._messages: deque[Message] = deque(maxlen=max(size, 0) or None)
+        self._keep = size > 0
+
+    def append(self, message: Message) -> None:
+        if self._keep:
+            self._messages.append(message)
+
+    def recent(self) -> tuple[Message, ...]:
+        return tuple(self._messages)
+
+
+class Room:
+    """Members, names, history and fan-out.  Every method is thread-safe.
+
+    Methods raise ``ProtocolError`` for a request the room refuses (a taken
+    name, an unknown user); the caller reports it to that one member.
+    """
+
+    def __init__(self, history_size: int = DEFAULT_HISTORY) -> None:
+        self._lock = threading.Lock()
+        # Everything below is guarded by _lock.
+        self._members: dict[str, Member] = {}  # name_key -> member, in join order
+        self._history = History(history_size)
+        self._next_id = 1
+
+    # -- membership -------------------------------------------------------
+
+    def join(self, member: Member, name: str) -> None:
+        """Take ``name`` for ``member``, send it the welcome, tell the others."""
+        name = check_name(name)
+        key = name_key(name)
+        with self._lock:
+            if member.name is not None:
+                raise ProtocolError("already_registered", "you are already in")
+            if key in self._members:
+                raise ProtocolError("name_taken", f"{name} is already taken")
+            member.name = name
+            self._members[key] = member
+            welcome = Welcome(name, self._names(), self._history.recent())
+            member.outbox.put(member.render(welcome))
+            self._fan_out((Joined(name),), exclude=member)
+        log.info("* %s joined from %s", name, member.address)
+
+    def leave(self, member: Member, reason: str) -> None:
+        """Forget ``member`` (if it had joined) and tell the others why it left."""
+        with self._lock:
+            name = member.name
+            if name is None or self._members.get(name_key(name)) is not member:
+                return
+            del self._members[name_key(name)]
+            self._fan_out((Left(name, reason),))
+        log.info("* %s left (%s)", name, escape_text(reason))
+
+    def rename(self, member: Member, new_name: str) -> None:
+        """Change ``member``'s name and tell everyone."""
+        new_name = check_name(new_name)
+        new_key = name_key(new_name)
+        with self._lock:
+            old_name = self._require_joined(member)
+            old_key = name_key(old_name)
+            if new_key in self._members and new_key != old_key:
+                raise ProtocolError("name_taken", f"{new_name} is already taken")
+            if new_name == old_name:
+                return
+            # Keep the join order: rebuild the dict with the new key in place.
+            self._members = {
+                (new_key if key == old_key else key): m
+                for key, m in self._members.items()
+            }
+            member.name = new_name
+            self._fan_out((Renamed(old_name, new_name),))
+        log.info("* %s is now known as %s", old_name, new_name)
+
+    def kick(self, name: str, reason: str) -> bool:
+        """Remove a member by name; it sees why, then its connection ends."""
+        with self._lock:
+            member = self._members.pop(name_key(name), None)
+            if member is None:
+                return False
+            assert member.name is not None
+            self._fan_out((Left(member.name, f"kicked: {reason}"),), extra=member)
+            member.outbox.hang_up()
+        log.info("* %s was kicked (%s)", member.name, escape_text(reason))
+        return True
+
+    def close(self, text: str) -> None:
+        """Tell everyone ``text`` and hang up on every member (server shutdown)."""
+        with self._lock:
+            self._fan_out((Notice(text),))
+            members, self._members = list(self._members.values()), {}
+            for member in members:
+                member.outbox.hang_up()
+
+    # -- talking ----------------------------------------------------------
+
+    def say(self, member: Member, lines: Sequence[Say]) -> None:
+        """Broadcast ``member``'s lines (one batch from one read) to everyone.
+
+        Each line gets the next message id; all of them are encoded once per
+        wire format and put on every outbox as one piece.
+        """
+        if not lines:
+            return
+        with self._lock:
+            sender = self._require_joined(member)
+            messages = self._stamp(sender, lines)
+            self._fan_out(messages, exclude=None if member.echo else member)
+        if log.isEnabledFor(logging.INFO):
+            for message in messages:
+                log.info("%s: %s", sender, escape_text(message.text))
+
+    def announce(self, text: str) -> None:
+        """A line from the operator, shown to everyone as from ``server``."""
+        with self._lock:
+            messages = self._stamp(SERVER_NAME, (Say(text),))
+            self._fan_out(messages)
+        log.info("%s: %s", SERVER_NAME, escape_text(text))
+
+    def private(
+        self, member: Member, to: str, text: str, cid: str | None = None
+    ) -> None:
+        """Send a line to one user; the sender gets a copy as confirmation."""
+        with self._lock:
+            sender = self._require_joined(member)
+            target = self._members.get(name_key(to))
+            if target is None:
+                shown = escape_text(to[:40])
+                raise ProtocolError("no_such_user", f"nobody here is called {shown}")
+            assert target.name is not None
+            message = PrivateMessage(sender, target.name, text, time.time(), cid)
+            target.outbox.put(target.render(message))
+            if target is not member:
+                member.outbox.put(member.render(message))
+        log.info("[private] %s -> %s: %s", sender, target.name, escape_text(text))
+
+    def tell(self, member: Member, message: ServerMessage) -> None:
+        """Send one message to one member (a reply, an error)."""
+        member.outbox.put(member.render(message))
+
+    def notice(self, text: str) -> None:
+        """A notice to everyone (not a chat line: not numbered, not kept)."""
+        with self._lock:
+            self._fan_out((Notice(text),))
+
+    # -- questions --------------------------------------------------------
+
+    def names(self) -> tuple[str, ...]:
+        """Everyone's name, in order of arrival."""
+        with self._lock:
+            return self._names()
+
+    def members(self) -> list[Member]:
+        """A snapshot of the members, in order of arrival."""
+        with self._lock:
+            return list(self._members.values())
+
+    def find(self, name: str) -> Member | None:
+        with self._lock:
+            return self._members.get(name_key(name))
+
+    def history(self) -> tuple[Message, ...]:
+        with self._lock:
+            return self._history.recent()
+
+    # -- inside the lock --------------------------------------------------
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self._members.values() if m.name)
+
+    def _require_joined(self, member: Member) -> str:
+        if member.name is None or name_key(member.name) not in self._members:
+            raise ProtocolError("not_registered", "send hello first")
+        return member.name
+
+    def _stamp(self, sender: str, lines: Iterable[Say]) -> tuple[Message, ...]:
+        now = time.time()
+        messages = []
+        for line in lines:
+            message = Message(self._next_id, sender, line.text, now, line.me, line.cid)
+            self._next_id += 1
+            self._history.append(message)
+            messages.append(message)
+        return tuple(messages)
+
+    def _fan_out(
+        self,
+        messages: Sequence[ServerMessage],
+        exclude: Member | None = None,
+        extra: Member | None = None,
+    ) -> None:
+        """Put ``messages`` on every member's outbox (and ``extra``'s).
+
+        Encoded once per wire format; everyone of one format gets the very
+        same bytes object.
+        """
+        encoded: dict[Render, bytes] = {}
+        recipients: Iterable[Member] = self._members.values()
+        if extra is not None:
+            recipients = [*recipients, extra]
+        for member in recipients:
+            if member is exclude:
+                continue
+            data = encoded.get(member.render)
+            if data is None:
+                data = b"".join(member.render(m) for m in messages)
+                encoded[member.render] = data
+            if data:
+                member.outbox.put(data)

@@ -1,0 +1,338 @@
+"""The chat server: ``socketserver`` threads that read, one writer that sends.
+
+How a line travels (see ``docs/architecture.md``):
+
+1. ``socketserver`` accepts; ``ChatServer.process_request`` starts one named
+   reader thread per connection, running a ``ChatHandler``.
+2. The handler waits (with ``poll``) until its socket is readable, ``recv``s
+   up to 8 KiB and feeds the bytes to its ``LineDecoder``.
+3. The complete lines go to the connection's session (``chat.session``),
+   which asks the ``Room`` to broadcast.
+4. The room puts the encoded bytes on every member's ``Outbox``; the one
+   ``Writer`` thread sends them (``chat.outbox``).
+
+Sockets are non-blocking: readers wait in ``poll`` before each ``recv`` (so
+every wait has a timeout) and the writer's ``send`` can never block, on any
+platform.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import socketserver
+import threading
+from dataclasses import dataclass
+
+from . import outbox as outbox_module
+from . import plain
+from .protocol import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    MAX_LINE_BYTES,
+    MAX_UNTERMINATED_BYTES,
+    Error,
+    LineDecoder,
+    Notice,
+    ProtocolError,
+    encode,
+    looks_like_json,
+)
+from .room import DEFAULT_HISTORY, Member, Room
+from .session import EchoSession, JsonSession, PlainSession, Session
+
+log = logging.getLogger("chat.server")
+
+RECV_BYTES = 8192
+#: A JSON client says hello at once; a person on nc gets a prompt if the first
+#: line has not come within this many seconds.
+PROMPT_DELAY = 0.3
+#: How often a reader wakes up when nothing arrives (to check its deadlines).
+IDLE_CHECK = 1.0
+
+_HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"OPTIONS ", b"DELETE ")
+
+
+@dataclass
+class ServerConfig:
+    """Everything the server can be told.  ``chat.console`` fills it from argv."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    echo: bool = False
+    history: int = DEFAULT_HISTORY
+    max_clients: int = 1000
+    max_line_bytes: int = MAX_LINE_BYTES
+    max_unterminated_bytes: int = MAX_UNTERMINATED_BYTES
+    max_outbox_bytes: int = outbox_module.DEFAULT_LIMIT
+
+
+class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    """A threaded TCP server around one ``Room``.
+
+    Life cycle: ``ChatServer(config)`` binds and listens; ``serve_forever()``
+    accepts until ``shutdown()`` (which must be called from another thread);
+    ``server_close()`` says goodbye to every client, joins every thread and
+    frees the port.  ``with ChatServer(...) as server`` calls it for you.
+    """
+
+    # A restart right after a stop binds at once, even with old connections
+    # still in TIME_WAIT.
+    allow_reuse_address = True
+    # The listen backlog: a whole class may connect in the same second (the
+    # tutorials' listen(5) silently drops most of them).
+    request_queue_size = 4096
+    # We start, name and join the reader threads ourselves (process_request).
+    daemon_threads = True
+
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        self.config = config or ServerConfig()
+        if ":" in self.config.host:
+            self.address_family = socket.AF_INET6
+        super().__init__((self.config.host, self.config.port), ChatHandler)
+        self.room = Room(self.config.history)
+        self._lock = threading.Lock()
+        self._handlers: set[ChatHandler] = set()  # guarded by _lock
+        self._readers: set[threading.Thread] = set()  # guarded by _lock
+        self.writer = outbox_module.Writer()
+        self.writer.start()
+
+    @property
+    def port(self) -> int:
+        """The port really listened on (useful with port 0)."""
+        return self.server_address[1]
+
+    # -- socketserver hooks ------------------------------------------------
+
+    def process_request(self, request: socket.socket, client_address) -> None:
+        """Start a named reader thread for a new connection (or refuse it)."""
+        with self._lock:
+            full = len(self._readers) >= self.config.max_clients
+        if full:
+            limit = self.config.max_clients
+            self._refuse(
+                request, "server_full", f"The server is full ({limit} connections)."
+            )
+            return
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name=f"reader {format_address(client_address)}",
+            daemon=True,
+        )
+        with self._lock:
+            self._readers.add(thread)
+        thread.start()
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self._readers.discard(threading.current_thread())
+
+    def shutdown_request(self, request: socket.socket) -> None:
+        """Leave the socket alone: the writer closes it (``Outbox.close``)."""
+
+    def handle_error(self, request, client_address) -> None:
+        """A bug while serving one client: log it loudly; the others go on."""
+        log.exception("error while serving %s", format_address(client_address))
+
+    def server_close(self) -> None:
+        """Stop listening, say goodbye to everyone, join every thread."""
+        super().server_close()
+        self.room.close("Server shutting down. Goodbye!")
+        with self._lock:
+            handlers = list(self._handlers)
+        for handler in handlers:
+            handler.hang_up("Server shutting down. Goodbye!")
+        with self._lock:
+            threads = list(self._readers)
+        for thread in threads:
+            thread.join(2 * outbox_module.LINGER)
+        self.writer.stop()
+
+    # -- for handlers and the console ---------------------------------------
+
+    def register(self, handler: ChatHandler) -> None:
+        with self._lock:
+            self._handlers.add(handler)
+
+    def unregister(self, handler: ChatHandler) -> None:
+        with self._lock:
+            self._handlers.discard(handler)
+
+    def connections(self) -> list[ChatHandler]:
+        with self._lock:
+            return list(self._handlers)
+
+    def _refuse(self, sock: socket.socket, code: str, text: str) -> None:
+        """Tell a connection why it is refused, without waiting on it, and close."""
+        try:
+            sock.send(encode(Error(code, text)), outbox_module._MSG_DONTWAIT)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+        log.warning("refused %s: %s", code, text)
+
+
+class ChatHandler(socketserver.BaseRequestHandler):
+    """Reads one connection: bytes -> lines -> its session.  One thread each."""
+
+    server: ChatServer
+    request: socket.socket
+
+    def setup(self) -> None:
+        config = self.server.config
+        sock = self.request
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.address = format_address(self.client_address)
+        self.outbox = self.server.writer.open(sock, config.max_outbox_bytes)
+        self.decoder = LineDecoder(config.max_line_bytes, config.max_unterminated_bytes)
+        self.member = Member(self.outbox, encode, echo=True, address=self.address)
+        self.session: Session | None = None
+        self._lost_reason = "connection closed"  # if the stream just ends
+        self._readable = Readable(sock)
+        self.server.register(self)
+        log.debug("connection from %s", self.address)
+
+    def handle(self) -> None:
+        try:
+            first = self._first_data()
+            if first is None:
+                return
+            self._receive(first)
+            while not self.session or not self.session.ended:
+                data = self._recv(IDLE_CHECK)
+                if data == b"":
+                    break
+                if data is not None:
+                    self._receive(data)
+        except ProtocolError as exc:  # the stream cannot be trusted any more
+            self.outbox.put(self.member.render(Error(exc.code, exc.text)))
+            self._end(exc.text)
+        except OSError as exc:  # reset by the peer, mostly
+            self._lost_reason = "connection lost"
+            log.debug("%s: %s", self.address, exc)
+
+    def finish(self) -> None:
+        if self.session is not None and self.session.ended:
+            reason = self.session.reason
+        else:
+            reason = self.outbox.end_reason or self._lost_reason
+        self.server.room.leave(self.member, reason)
+        self.server.unregister(self)
+        self.outbox.close()
+        log.debug("%s closed: %s", self.address, reason)
+
+    def hang_up(self, text: str) -> None:
+        """Say ``text`` and end the connection (any thread; never blocks)."""
+        if self.member.name is None and not isinstance(self.session, EchoSession):
+            self.outbox.put(self.member.render(Notice(text)))
+        self.outbox.hang_up()
+
+    # -- inside the reader thread ------------------------------------------
+
+    def _first_data(self) -> bytes | None:
+        """The first bytes; picks the session.  Prompts people who wait."""
+        if self.server.config.echo:
+            self.session = EchoSession(self.server.room, self.member)
+            return self._recv(None) or None
+        data = self._recv(PROMPT_DELAY)
+        if data is None:
+            self.outbox.put(plain.PROMPT.encode() + b"\n")
+            self.member.render = plain.render_bytes  # most likely a person
+            data = self._recv(None)
+        if not data:
+            return None
+        if data.startswith(_HTTP_METHODS) or data[:2] == b"\x16\x03":
+            self._refuse_foreign(data)
+            return None
+        return data
+
+    def _receive(self, data: bytes) -> None:
+        lines = self.decoder.feed(data)
+        if self.session is None:
+            if not lines:
+                return
+            # The first line decides: a JSON object means a program speaking
+            # the protocol (even one slow enough to have got the prompt).
+            first = lines[0]
+            if isinstance(first, bytes) and looks_like_json(first):
+                self.member.render = encode
+                self.session = JsonSession(self.server.room, self.member)
+            else:
+                self._use_plain()
+        assert self.session is not None
+        self.session.receive(lines)
+
+    def _use_plain(self) -> None:
+        self.member.render = plain.render_bytes
+        self.member.echo = False
+        self.session = PlainSession(self.server.room, self.member)
+
+    def _recv(self, timeout: float | None) -> bytes | None:
+        """Bytes, ``b""`` at end of stream, or ``None`` after ``timeout`` s."""
+        while True:
+            if not self._readable.wait(timeout):
+                return None
+            try:
+                return self.request.recv(RECV_BYTES)
+            except (BlockingIOError, InterruptedError):
+                continue
+
+    def _refuse_foreign(self, data: bytes) -> None:
+        """Answer a web browser or a TLS client in words it can show, and end."""
+        what = "TLS" if data.startswith(b"\x16") else "HTTP"
+        body = (
+            f"This is a chat server: it speaks lines of text, not {what}. "
+            "Connect with nc, telnet or the chat client (see docs/protocol.md).\n"
+        ).encode()
+        if what == "HTTP":  # a browser shows the body of a proper reply
+            body = (
+                "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8"
+                f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode() + body
+        self.outbox.put(body)
+        self._end(f"not a chat client ({what})")
+        log.info("refused %s from %s", what, self.address)
+
+    def _end(self, reason: str) -> None:
+        if self.session is None:
+            self.session = EchoSession(self.server.room, self.member)
+        self.session.end(reason)
+        self.outbox.hang_up()
+
+
+class Readable:
+    """Waits, with a timeout, until a socket or file descriptor is readable.
+
+    ``poll`` where there is one (it has no limit on descriptor numbers, unlike
+    ``select``, which is kept for Windows).
+    """
+
+    def __init__(self, sock: socket.socket | int) -> None:
+        self._sock = sock
+        self._poll = None
+        if hasattr(select, "poll"):
+            self._poll = select.poll()
+            self._poll.register(sock, select.POLLIN)
+
+    def wait(self, timeout: float | None) -> bool:
+        if self._poll is not None:
+            ms = None if timeout is None else int(timeout * 1000)
+            return bool(self._poll.poll(ms))
+        readable, _, _ = select.select([self._sock], [], [self._sock], timeout)
+        return bool(readable)
+
+
+def format_address(address) -> str:
+    """``host:port``, with brackets around IPv6 hosts."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(address)
