@@ -1,0 +1,172 @@
+"""The console client: ``python -m chat``.
+
+    python -m chat                          # join 127.0.0.1:12345 as your user name
+    python -m chat --host 10.0.0.5 --name ada
+    python -m chat --send "Hello, server!"  # the tutorials' echo client
+
+Incoming messages are printed while you type, as in the classic two-terminal
+chat.  Your own lines are not printed again.  Type ``/help`` for commands,
+``exit`` (or Ctrl+D) to leave.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import queue
+import re
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+
+from . import plain
+from .client import ChatClient, Closed, Connected, Connecting, Disconnected
+from .protocol import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    MAX_NAME_CHARS,
+    Bye,
+    LineDecoder,
+    Message,
+    Welcome,
+)
+from .terminal import StdinReader
+
+SEND_TIMEOUT = 5.0
+
+
+def default_name() -> str:
+    """The OS user name, trimmed to what the server accepts (or ``guest``)."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name at all in some containers
+        user = ""
+    cleaned = re.sub(r"[^\w.-]", "", user)[:MAX_NAME_CHARS].lstrip(".-")
+    return cleaned or "guest"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m chat", description="Chat from a terminal."
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST, help="default %(default)s")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="default %(default)s"
+    )
+    parser.add_argument("--name", default=None, help="default: your user name")
+    parser.add_argument("--password", default=None, help="the room password, if any")
+    parser.add_argument(
+        "--send",
+        metavar="TEXT",
+        help="send one line, print the first line that comes back, and exit "
+        "(the echo client: try it against server.py --echo)",
+    )
+    return parser
+
+
+class Printer:
+    """Writes whole lines to stdout from any thread, never interleaved."""
+
+    def __init__(self, stream=None) -> None:
+        self._stream = stream or sys.stdout
+        self._lock = threading.Lock()
+
+    def __call__(self, *lines: str) -> None:
+        if not lines:
+            return
+        text = "".join(f"{line}\n" for line in lines)
+        with self._lock:
+            self._stream.write(text)
+            self._stream.flush()
+
+
+def send_once(host: str, port: int, text: str, show: Printer) -> int:
+    """The echo client: one line out, one line back."""
+    try:
+        with socket.create_connection((host, port), timeout=SEND_TIMEOUT) as sock:
+            sock.sendall(text.encode("utf-8") + b"\n")
+            decoder = LineDecoder()
+            while True:
+                data = sock.recv(4096)
+                if not data:
+                    show("The server closed the connection without an answer.")
+                    return 1
+                for line in decoder.feed(data):
+                    if isinstance(line, bytes):
+                        reply = line.decode("utf-8", "replace").rstrip("\r")
+                        show(f"Received from server: {reply}")
+                        return 0
+    except OSError as exc:
+        show(f"Could not talk to {host}:{port}: {exc.strerror or exc}")
+        return 1
+
+
+def describe(event, client: ChatClient) -> list[str]:
+    """The lines to print for one client event."""
+    if isinstance(event, Connecting):
+        if event.attempt == 1:
+            return [f"* Connecting to {event.host}:{event.port}..."]
+        return []
+    if isinstance(event, Connected):
+        return []
+    if isinstance(event, Disconnected):
+        if event.retry_in is None:
+            return [f"* Disconnected: {event.reason}."]
+        return [f"* Disconnected: {event.reason}. Trying again in {event.retry_in} s."]
+    if isinstance(event, Message) and event.sender == client.name and not event.me:
+        return []  # you typed it: it is on your screen already
+    if isinstance(event, Closed):
+        return []
+    return plain.render(event)
+
+
+def chat(args: argparse.Namespace, show: Printer) -> int:
+    client = ChatClient(
+        args.host, args.port, args.name or default_name(), password=args.password
+    )
+
+    def on_line(text: str) -> None:
+        parsed = plain.parse_input(text)
+        if parsed is None:
+            return
+        if isinstance(parsed, tuple):
+            for message in parsed:
+                show(*plain.render(message))
+        elif isinstance(parsed, Bye):
+            client.close(parsed.reason or "quit")
+        else:
+            client.send(parsed)
+
+    keyboard = StdinReader(on_line, on_end=client.close, name="keyboard")
+    welcomed = False
+    client.start()
+    keyboard.start()
+    try:
+        while True:
+            try:
+                event = client.events.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            welcomed = welcomed or isinstance(event, Welcome)
+            show(*describe(event, client))
+            if isinstance(event, Closed):
+                break
+    except KeyboardInterrupt:
+        show("* Leaving.")
+    finally:
+        client.close()
+        keyboard.stop()
+    return 0 if welcomed else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    show = Printer()
+    if args.send is not None:
+        return send_once(args.host, args.port, args.send, show)
+    return chat(args, show)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,398 @@
+"""The client side of a connection, for any front end (console, window, bots).
+
+``ChatClient`` does the networking in two named threads and reports
+everything that happens as *events* on a ``queue.Queue``:
+
+* the **reader** thread connects, says ``hello``, turns incoming lines into
+  protocol messages (``Welcome``, ``Message``, ``Joined``...) and puts them on
+  the queue; when the connection is lost it puts a ``Disconnected`` event,
+  waits 1, 2, 4... up to 30 seconds, and connects again with the same name;
+* the **writer** thread takes what the front end asked to send from an
+  outgoing queue and sends it, so ``send()`` never blocks the caller.
+
+The front end only ever calls ``send``/``say``/... and ``close``, and reads
+``events``: connection trouble is an event, never an exception raised in
+somebody else's thread.  A window polls the queue with ``after()``; the
+console client reads it in a loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import queue
+import selectors
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+from .protocol import (
+    Bye,
+    ClientMessage,
+    Error,
+    Hello,
+    Left,
+    LineDecoder,
+    LineTooLong,
+    Notice,
+    Ping,
+    Pong,
+    Private,
+    ProtocolError,
+    Rename,
+    Renamed,
+    Say,
+    ServerMessage,
+    Welcome,
+    Who,
+    decode_server,
+    encode,
+)
+
+log = logging.getLogger("chat.client")
+
+#: Seconds between reconnect attempts: doubled each time, up to the last.
+BACKOFF = (1, 2, 4, 8, 16, 30)
+CONNECT_TIMEOUT = 10.0
+#: A send that makes no progress for this long means the connection is dead.
+SEND_TIMEOUT = 30.0
+#: How often the threads look up from waiting to check whether to stop.
+POLL = 0.1
+#: Server lines can be long (a welcome carries the history).
+MAX_SERVER_LINE = 16 * 1024 * 1024
+#: Errors after which trying again with the same settings cannot help.
+FATAL_CODES = frozenset({"bad_name", "name_taken", "bad_password", "banned"})
+
+
+# -- events (besides the protocol's own server messages) ---------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connecting:
+    """A connection attempt has started (``attempt`` counts from 1)."""
+
+    host: str
+    port: int
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The TCP connection is up and ``hello`` is on its way."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The connection is gone (or could not be made).
+
+    ``reason`` is for people.  ``retry_in`` is the number of seconds before
+    the next attempt, or ``None`` when the client has given up for good.
+    ``failure`` is set when no connection could be made at all: a short word
+    (``refused``, ``timeout``, ``unknown_host``, ``unreachable``...).
+    """
+
+    reason: str
+    retry_in: float | None
+    failure: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The client has stopped: no more events will come."""
+
+
+Event = ServerMessage | Connecting | Connected | Disconnected | Closed
+
+
+class ChatClient:
+    """One user's connection to a chat server.  See the module docstring.
+
+    Thread contract: ``start``, ``send`` (and its shortcuts) and ``close`` may
+    be called from any thread and never block for long (``close`` waits at
+    most ``timeout`` seconds).  Events arrive on ``self.events``.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        name: str,
+        *,
+        password: str | None = None,
+        reconnect: bool = True,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        events: queue.Queue | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.name = name
+        self.password = password
+        self.reconnect = reconnect
+        self.connect_timeout = connect_timeout
+        self.events: queue.Queue[Event] = queue.Queue() if events is None else events
+        self._outgoing: queue.Queue[bytes | None] = queue.Queue()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None  # guarded by _lock
+        self._joined = threading.Event()  # welcome received on this connection
+        self._farewell = ""  # reader thread only: the last notice, if last
+        self._reader = threading.Thread(
+            target=self._read_loop, name=f"reader {name}", daemon=True
+        )
+        self._writer = threading.Thread(
+            target=self._write_loop, name=f"writer {name}", daemon=True
+        )
+
+    # -- the front end's side ---------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; events start arriving at once."""
+        self._reader.start()
+        self._writer.start()
+
+    @property
+    def connected(self) -> bool:
+        """True between a ``Welcome`` and the next ``Disconnected``."""
+        return self._joined.is_set()
+
+    def send(self, message: ClientMessage) -> None:
+        """Queue a message for the server; sent once the client is in the room."""
+        self._outgoing.put(encode(message))
+
+    def say(self, text: str, *, me: bool = False) -> None:
+        self.send(Say(text, me=me or None))
+
+    def private(self, to: str, text: str) -> None:
+        self.send(Private(to, text))
+
+    def rename(self, name: str) -> None:
+        self.send(Rename(name))
+
+    def who(self) -> None:
+        self.send(Who())
+
+    def close(self, reason: str = "quit", timeout: float = 1.0) -> None:
+        """Say ``bye`` (if connected), stop both threads and join them."""
+        if self._stopping.is_set():
+            return
+        if self.connected:
+            self._outgoing.put(encode(Bye(reason)))
+        self._outgoing.put(None)  # the writer stops after what is queued
+        deadline = time.monotonic() + timeout
+        if self._writer.is_alive():
+            self._writer.join(max(deadline - time.monotonic(), 0) * 0.6)
+        self._stopping.set()
+        self._hang_up()
+        for thread in (self._writer, self._reader):
+            if thread.is_alive():
+                thread.join(max(deadline - time.monotonic(), 0.05))
+
+    # -- the reader thread ------------------------------------------------
+
+    def _read_loop(self) -> None:
+        attempt = 0
+        first = True
+        try:
+            while not self._stopping.is_set():
+                attempt += 1
+                self._emit(Connecting(self.host, self.port, attempt))
+                reason, failure, fatal = self._connect_and_read(first)
+                if self._joined.is_set():
+                    attempt = 1
+                    first = False
+                self._joined.clear()
+                if self._stopping.is_set():
+                    break
+                retry_in = None
+                if self.reconnect and not fatal:
+                    retry_in = BACKOFF[min(attempt - 1, len(BACKOFF) - 1)]
+                self._emit(Disconnected(reason, retry_in, failure))
+                if retry_in is None or self._stopping.wait(retry_in):
+                    break
+        finally:
+            self._stopping.set()
+            self._outgoing.put(None)
+            self._emit(Closed())
+
+    def _connect_and_read(self, first: bool) -> tuple[str, str | None, bool]:
+        """One connection's life.  Returns (reason it ended, failure, fatal)."""
+        try:
+            sock = self._open()
+        except OSError as exc:
+            failure, reason = describe_failure(exc)
+            return reason, failure, False
+        if sock is None:
+            return "cancelled", None, True
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # One timeout serves both threads: recv is only called once poll
+            # says there is data, so it only bounds sendall.
+            sock.settimeout(SEND_TIMEOUT)
+            with self._lock:
+                self._sock = sock
+            self._emit(Connected(self.host, self.port))
+            sock.sendall(encode(Hello(self.name, self.password)))
+            return self._read(sock, first)
+        except OSError as exc:
+            return f"connection lost ({exc.strerror or exc})", None, False
+        finally:
+            with self._lock:
+                self._sock = None
+            sock.close()
+
+    def _open(self) -> socket.socket | None:
+        """Connect, giving up at the timeout or when asked to stop (``None``).
+
+        A non-blocking connect watched with ``selectors``, so that closing the
+        client (the Cancel button) ends an attempt within ``POLL`` seconds.
+        """
+        deadline = time.monotonic() + self.connect_timeout
+        infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        error: OSError = TimeoutError("timed out")
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                status = sock.connect_ex(address)
+                if status not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+                    raise OSError(status, errno.errorcode.get(status, "error"))
+                with selectors.DefaultSelector() as selector:
+                    selector.register(sock, selectors.EVENT_WRITE)
+                    while not selector.select(POLL):
+                        if self._stopping.is_set():
+                            sock.close()
+                            return None
+                        if time.monotonic() > deadline:
+                            raise TimeoutError("timed out")
+                status = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if status:
+                    raise _connect_error(status)
+                sock.setblocking(True)
+                return sock
+            except OSError as exc:
+                sock.close()
+                error = exc
+        raise error
+
+    def _read(self, sock: socket.socket, first: bool) -> tuple[str, str | None, bool]:
+        decoder = LineDecoder(MAX_SERVER_LINE, MAX_SERVER_LINE)
+        self._farewell = ""
+        with selectors.DefaultSelector() as selector:
+            selector.register(sock, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                if not selector.select(POLL):
+                    continue
+                data = sock.recv(65536)
+                if not data:
+                    reason = self._farewell or "the server closed the connection"
+                    return reason, None, False
+                fatal = self._receive(decoder.feed(data), first)
+                if fatal:
+                    return fatal, None, True
+        return "closed", None, True
+
+    def _receive(self, lines: list, first: bool) -> str:
+        """Handle a batch of lines; the reason to stop for good, or ``""``."""
+        for line in lines:
+            if isinstance(line, LineTooLong) or not line.strip():
+                continue
+            try:
+                message = decode_server(line)
+            except ProtocolError as exc:
+                log.warning("ignoring a line from the server: %s", exc.text)
+                continue
+            fatal = self._handle(message, first)
+            if fatal:
+                return fatal
+        return ""
+
+    def _handle(self, message: ServerMessage, first: bool) -> str:
+        """Note what concerns the connection; pass everything on.  Fatal reason?"""
+        if isinstance(message, Ping):
+            self._outgoing.put(encode(Pong()))
+            return ""
+        if isinstance(message, Welcome):
+            self.name = message.name
+            self._joined.set()
+        elif isinstance(message, Renamed) and message.old == self.name:
+            self.name = message.new
+        self._emit(message)
+        # A notice just before the end of the stream says why (shutting down).
+        self._farewell = message.text if isinstance(message, Notice) else ""
+        if isinstance(message, Left) and message.name == self.name:
+            return f"You were {message.reason}" if "kicked" in message.reason else ""
+        if (
+            isinstance(message, Error)
+            and not self._joined.is_set()
+            and message.code in FATAL_CODES
+            # A taken name on a *re*connect is most likely our own ghost, which
+            # the server drops soon: keep trying then.
+            and (first or message.code != "name_taken")
+        ):
+            return message.text
+        return ""
+
+    # -- the writer thread ------------------------------------------------
+
+    def _write_loop(self) -> None:
+        pending: bytes | None = None
+        while True:
+            if pending is None:
+                pending = self._outgoing.get()
+                if pending is None:
+                    return
+            if not self._joined.wait(POLL):
+                if self._stopping.is_set():
+                    return
+                continue
+            with self._lock:
+                sock = self._sock
+            if sock is None:
+                continue
+            try:
+                sock.sendall(pending)
+                pending = None
+            except OSError:
+                # Part of the line may have gone: the connection is unusable.
+                # The reader sees it end and reconnects; we send it again then.
+                self._joined.clear()
+                self._hang_up()
+
+    # -- helpers ----------------------------------------------------------
+
+    def _emit(self, event: Event) -> None:
+        self.events.put(event)
+
+    def _hang_up(self) -> None:
+        with self._lock:
+            sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def describe_failure(exc: OSError) -> tuple[str, str]:
+    """A failed connect as (short word, sentence for people)."""
+    if isinstance(exc, socket.gaierror):
+        return "unknown_host", "unknown host name"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused", "connection refused: nothing is listening there"
+    if isinstance(exc, TimeoutError):
+        return "timeout", "no answer (timed out)"
+    if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "unreachable", "that network or host cannot be reached"
+    return "error", exc.strerror or str(exc)
+
+
+def _connect_error(status: int) -> OSError:
+    if status == errno.ECONNREFUSED:
+        return ConnectionRefusedError(status, "Connection refused")
+    if status == errno.ETIMEDOUT:
+        return TimeoutError(status, "timed out")
+    return OSError(status, errno.errorcode.get(status, "error"))

@@ -1,0 +1,92 @@
+"""Reading what a person types at a terminal, in a thread that can be stopped.
+
+Both consoles (the server's operator and ``python -m chat``) read standard
+input in a thread of their own while other threads print.  A blocking
+``readline`` cannot be interrupted, so on POSIX the thread polls the
+descriptor and reads with ``os.read``: ``stop()`` ends it within ``POLL``
+seconds and joins it.  Windows consoles cannot be polled; there the thread
+blocks in ``readline`` and ``stop()`` gives up waiting for it after a second
+(it is a daemon thread and holds nothing that needs closing).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+import threading
+from collections.abc import Callable
+from typing import TextIO
+
+from .protocol import MAX_LINE_BYTES, LineDecoder
+
+POLL = 0.25
+
+
+class StdinReader:
+    """Calls ``on_line(text)`` for each line typed, then ``on_end()`` at EOF.
+
+    Both callbacks run in the reader thread.  Started in the background of a
+    terminal (where reading would stop the process), POSIX gives an error
+    instead (``SIGTTIN`` ignored), which counts as the end of input.
+    """
+
+    def __init__(
+        self,
+        on_line: Callable[[str], None],
+        on_end: Callable[[], None] = lambda: None,
+        stream: TextIO | None = None,
+        name: str = "stdin reader",
+    ) -> None:
+        self._on_line = on_line
+        self._on_end = on_end
+        self._stream = stream if stream is not None else sys.stdin
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stopping.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            self._read()
+        finally:
+            if not self._stopping.is_set():
+                self._on_end()
+
+    def _read(self) -> None:
+        stream = self._stream
+        if stream is None or stream.closed:
+            return
+        try:
+            fd = stream.fileno()
+        except (OSError, ValueError):
+            fd = -1
+        if fd < 0 or not hasattr(select, "poll"):
+            for line in stream:  # Windows consoles, or a stream with no descriptor
+                if self._stopping.is_set():
+                    return
+                self._on_line(line.rstrip("\r\n"))
+            return
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        decoder = LineDecoder(MAX_LINE_BYTES)
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        while not self._stopping.is_set():
+            if not poller.poll(POLL * 1000):
+                continue
+            try:
+                data = os.read(fd, 4096)
+            except OSError:  # EIO: a background process reading its terminal
+                return
+            if not data:
+                return
+            for line in decoder.feed(data):
+                if isinstance(line, bytes) and not self._stopping.is_set():
+                    text = line.decode(encoding, "replace").rstrip("\r")
+                    self._on_line(text)
