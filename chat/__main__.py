@@ -34,6 +34,7 @@ from .protocol import (
 from .terminal import StdinReader
 
 SEND_TIMEOUT = 5.0
+CONNECT_WAIT = 10.0
 
 
 def default_name() -> str:
@@ -122,8 +123,14 @@ def describe(event, client: ChatClient) -> list[str]:
 
 
 def chat(args: argparse.Namespace, show: Printer) -> int:
+    # A first connection that fails is explained and ends the program (exit
+    # status 1); a connection lost later is made again.
     client = ChatClient(
-        args.host, args.port, args.name or default_name(), password=args.password
+        args.host,
+        args.port,
+        args.name or default_name(),
+        password=args.password,
+        retry_first=False,
     )
 
     def on_line(text: str) -> None:
@@ -138,7 +145,13 @@ def chat(args: argparse.Namespace, show: Printer) -> int:
         else:
             client.send(parsed)
 
-    keyboard = StdinReader(on_line, on_end=client.close, name="keyboard")
+    def on_end() -> None:
+        # End of input (Ctrl+D, or the end of a pipe): let what was typed go
+        # out before saying goodbye.
+        client.wait_until_joined(CONNECT_WAIT)
+        client.close()
+
+    keyboard = StdinReader(on_line, on_end=on_end, name="keyboard")
     welcomed = False
     client.start()
     keyboard.start()

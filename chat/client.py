@@ -124,6 +124,7 @@ class ChatClient:
         *,
         password: str | None = None,
         reconnect: bool = True,
+        retry_first: bool = True,
         connect_timeout: float = CONNECT_TIMEOUT,
         events: queue.Queue | None = None,
     ) -> None:
@@ -132,6 +133,7 @@ class ChatClient:
         self.name = name
         self.password = password
         self.reconnect = reconnect
+        self.retry_first = retry_first
         self.connect_timeout = connect_timeout
         self.events: queue.Queue[Event] = queue.Queue() if events is None else events
         self._outgoing: queue.Queue[bytes | None] = queue.Queue()
@@ -158,6 +160,14 @@ class ChatClient:
     def connected(self) -> bool:
         """True between a ``Welcome`` and the next ``Disconnected``."""
         return self._joined.is_set()
+
+    def wait_until_joined(self, timeout: float) -> bool:
+        """Block until welcomed (True), or given up or ``timeout`` passed (False)."""
+        deadline = time.monotonic() + timeout
+        while not self._joined.wait(POLL):
+            if self._stopping.is_set() or time.monotonic() > deadline:
+                return False
+        return True
 
     def send(self, message: ClientMessage) -> None:
         """Queue a message for the server; sent once the client is in the room."""
@@ -208,7 +218,7 @@ class ChatClient:
                 if self._stopping.is_set():
                     break
                 retry_in = None
-                if self.reconnect and not fatal:
+                if self.reconnect and not fatal and (self.retry_first or not first):
                     retry_in = BACKOFF[min(attempt - 1, len(BACKOFF) - 1)]
                 self._emit(Disconnected(reason, retry_in, failure))
                 if retry_in is None or self._stopping.wait(retry_in):

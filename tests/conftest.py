@@ -31,9 +31,7 @@ def no_thread_left_behind():
     from tests.helpers import wait_for
 
     def leftovers():
-        return [
-            t for t in threading.enumerate() if t not in before and t.is_alive()
-        ]
+        return [t for t in threading.enumerate() if t not in before and t.is_alive()]
 
     try:
         wait_for(lambda: not leftovers(), timeout=5, what="threads to end")
@@ -48,4 +46,6 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
-        report.longrepr = f"skipped under CI, which counts as a failure: {report.longrepr}"
+        report.longrepr = (
+            f"skipped under CI, which counts as a failure: {report.longrepr}"
+        )

@@ -34,9 +34,12 @@ def wait_for(
 
 
 @contextlib.contextmanager
-def running_server(**options: Any) -> Iterator[ChatServer]:
-    """A ``ChatServer`` on 127.0.0.1, port 0, serving in a thread; closed after."""
-    config = ServerConfig(host="127.0.0.1", port=0, **options)
+def running_server(port: int = 0, **options: Any) -> Iterator[ChatServer]:
+    """A ``ChatServer`` on 127.0.0.1 (port 0: any free one), serving in a thread.
+
+    Shut down and closed on exit, as the console does it.
+    """
+    config = ServerConfig(host="127.0.0.1", port=port, **options)
     server = ChatServer(config)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="test accept"

@@ -4,9 +4,10 @@ from tests.helpers import json_client, plain_client
 
 
 def test_plain_and_json_clients_share_one_room(server):
-    with plain_client(server.port, "alice") as alice, json_client(
-        server.port, "bob"
-    ) as bob:
+    with (
+        plain_client(server.port, "alice") as alice,
+        json_client(server.port, "bob") as bob,
+    ):
         assert bob.welcome["users"] == ["alice", "bob"]
         alice.expect_text("* bob joined")
         alice.send_line("hello bob")

@@ -1,0 +1,545 @@
+"""The chat window: ``python gui_client.py`` lands in ``main()``.
+
+Threads: only the Tk main thread touches widgets.  The network runs in the
+``ChatClient``'s threads, which put events on a ``queue.Queue``; the window
+drains that queue with ``after()`` every ``POLL_MS`` milliseconds, at most
+``BATCH`` events or ``BUDGET`` seconds at a time, so the screen repaints
+between batches even during a flood.  (Thonny's ``Runner._poll_vm_messages``
+explains why polling beats ``event_generate`` from other threads.)  The poll's
+after-id is kept and cancelled when the window closes.
+
+A bug in a callback is logged and shown as a line in the window
+(``report_callback_exception``); the window stays usable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import queue
+import time
+import tkinter as tk
+from collections.abc import Sequence
+from pathlib import Path
+from tkinter import filedialog, messagebox, ttk
+from tkinter import font as tkfont
+from typing import TextIO
+
+from .. import plain
+from ..client import ChatClient, Closed, Connected, Connecting, Disconnected, Event
+from ..protocol import (
+    Bye,
+    Error,
+    Joined,
+    Left,
+    Message,
+    Private,
+    PrivateMessage,
+    Renamed,
+    Say,
+    Users,
+    Welcome,
+)
+from .dialogs import ConnectDialog, check_connect_fields, suggest_other_name
+from .format import Line, lines_for, notice_line
+from .settings import Settings
+from .view import MessageView, UserList
+
+log = logging.getLogger("chat.gui")
+
+APP_NAME = "ClassChat"
+POLL_MS = 50
+BATCH = 500
+BUDGET = 0.04  # seconds of event handling per poll, then let Tk repaint
+FONT_SIZES = (8, 9, 10, 11, 12, 14, 16, 18, 20, 24, 28)
+
+HELP_TEXT = "\n".join(
+    [
+        "Type a line and press Enter to send it to everyone.",
+        "",
+        *(f"{usage:<18} {what}" for usage, what in plain.COMMANDS),
+        "",
+        "Up and Down recall the lines you sent.",
+        "Double-click a name in the list to write to that person only.",
+        "Ctrl+plus and Ctrl+minus change the text size.",
+    ]
+)
+
+
+class ChatApp:
+    """The main window and everything it does.  Main thread only.
+
+    ``settings_path`` and ``transcript`` are optional: where to remember the
+    settings, and a file that gets every line shown (``--log``).
+    """
+
+    def __init__(
+        self,
+        root: tk.Tk,
+        settings: Settings | None = None,
+        settings_path: Path | None = None,
+        transcript: TextIO | None = None,
+    ) -> None:
+        self.root = root
+        self.settings = settings or Settings()
+        self.settings_path = settings_path
+        self.transcript = transcript
+        self.client: ChatClient | None = None
+        self.me = ""
+        self.unread = 0
+        self.focused = True
+        self._sent: list[str] = []  # lines typed, for Up/Down
+        self._recall = 0
+        self._poll_id: str | None = None
+        self._countdown_id: str | None = None
+        self._retry_at = 0.0
+        self._dialog: ConnectDialog | None = None
+        self._closed = False
+        self._build()
+        root.report_callback_exception = self.report_callback_exception
+        self._poll_id = root.after(POLL_MS, self._poll)
+
+    # -- building the window -------------------------------------------------
+
+    def _build(self) -> None:
+        root = self.root
+        root.title(APP_NAME)
+        root.geometry("860x560")
+        root.minsize(480, 320)
+        root.protocol("WM_DELETE_WINDOW", self.close)
+        self.font = tkfont.Font(
+            root,
+            family=tkfont.nametofont("TkDefaultFont").cget("family"),
+            size=self.settings.font_size,
+        )
+        self._build_menu()
+        panes = ttk.PanedWindow(root, orient="horizontal")
+        self.view = MessageView(panes, self.font)
+        self.users = UserList(panes, self.font, self.start_private)
+        panes.add(self.view, weight=5)
+        panes.add(self.users, weight=1)
+        bottom = ttk.Frame(root, padding=(6, 4))
+        self.entry = ttk.Entry(bottom, font=self.font)
+        self.send_button = ttk.Button(bottom, text="Send", command=self.send_entry)
+        self.entry.pack(side="left", fill="x", expand=True)
+        self.send_button.pack(side="left", padx=(6, 0))
+        self.status = ttk.Label(root, text="Not connected", anchor="w", padding=(8, 2))
+        ttk.Separator(root).pack(side="bottom", fill="x")
+        self.status.pack(side="bottom", fill="x")
+        bottom.pack(side="bottom", fill="x")
+        panes.pack(side="top", fill="both", expand=True)
+        entry = self.entry
+        entry.bind("<Return>", lambda e: self.send_entry())
+        entry.bind("<KP_Enter>", lambda e: self.send_entry())
+        entry.bind("<Up>", lambda e: self.recall(-1))
+        entry.bind("<Down>", lambda e: self.recall(+1))
+        root.bind("<FocusIn>", self._focus_in)
+        root.bind("<FocusOut>", self._focus_out)
+        for sequence in ("<Control-plus>", "<Control-equal>", "<Control-KP_Add>"):
+            root.bind(sequence, lambda e: self.zoom(+1))
+        for sequence in ("<Control-minus>", "<Control-KP_Subtract>"):
+            root.bind(sequence, lambda e: self.zoom(-1))
+        root.bind("<Control-q>", lambda e: self.close())
+        root.bind("<Control-s>", lambda e: self.save_transcript())
+        entry.focus_set()
+
+    def _build_menu(self) -> None:
+        menubar = tk.Menu(self.root)
+        chat = tk.Menu(menubar, tearoff=False)
+        chat.add_command(label="Connect…", command=self.ask_connect)
+        chat.add_command(label="Disconnect", command=self.disconnect)
+        chat.add_separator()
+        chat.add_command(
+            label="Save transcript…", accelerator="Ctrl+S", command=self.save_transcript
+        )
+        chat.add_separator()
+        chat.add_command(label="Quit", accelerator="Ctrl+Q", command=self.close)
+        view = tk.Menu(menubar, tearoff=False)
+        view.add_command(
+            label="Larger text", accelerator="Ctrl++", command=lambda: self.zoom(+1)
+        )
+        view.add_command(
+            label="Smaller text", accelerator="Ctrl+-", command=lambda: self.zoom(-1)
+        )
+        helpmenu = tk.Menu(menubar, tearoff=False)
+        helpmenu.add_command(label="Commands", command=self.show_help)
+        helpmenu.add_command(label="About", command=self.show_about)
+        menubar.add_cascade(label="Chat", menu=chat, underline=0)
+        menubar.add_cascade(label="View", menu=view, underline=0)
+        menubar.add_cascade(label="Help", menu=helpmenu, underline=0)
+        self.root.configure(menu=menubar)
+        self.menus = {"chat": chat, "view": view, "help": helpmenu}
+
+    # -- connecting ----------------------------------------------------------
+
+    def ask_connect(self, message: str = "", focus_name: bool = False) -> None:
+        """Open the connect dialog (or bring the open one forward)."""
+        if self._dialog is not None and self._dialog.winfo_exists():
+            self._dialog.lift()
+            return
+        s = self.settings
+        self._dialog = ConnectDialog(
+            self.root, s.host, s.port, s.name, self.connect, message, focus_name
+        )
+
+    def connect(self, host: str, port: int, name: str) -> None:
+        """Start connecting in the background; the window stays responsive."""
+        self.disconnect(quiet=True)
+        self.settings.host, self.settings.port, self.settings.name = host, port, name
+        self.settings.save(self.settings_path)
+        self.me = name
+        self.client = ChatClient(host, port, name)
+        self.client.start()
+        self._set_status(f"Connecting to {host}:{port}…")
+
+    def disconnect(self, quiet: bool = False) -> None:
+        """Leave the room (say bye) and stop reconnecting."""
+        client, self.client = self.client, None
+        self._cancel_countdown()
+        if client is None:
+            return
+        client.close("quit", timeout=0.5)
+        self.users.clear()
+        if not quiet:
+            self.add_lines([notice_line("Disconnected.")])
+            self._set_status("Not connected")
+        self._update_title()
+
+    # -- the event poll --------------------------------------------------------
+
+    def _poll(self) -> None:
+        """Handle a bounded batch of network events, then come back."""
+        self._poll_id = None
+        client = self.client
+        more = False
+        if client is not None:
+            lines: list[Line] = []
+            deadline = time.monotonic() + BUDGET
+            for _ in range(BATCH):
+                try:
+                    event = client.events.get_nowait()
+                except queue.Empty:
+                    break
+                lines += self.handle(event)
+                if client is not self.client or time.monotonic() > deadline:
+                    break
+            else:
+                more = True
+            more = more or (client is self.client and not client.events.empty())
+            if lines:
+                self.add_lines(lines)
+        if not self._closed:
+            self._poll_id = self.root.after(1 if more else POLL_MS, self._poll)
+
+    def handle(self, event: Event) -> list[Line]:
+        """Update the window for one event; return the lines it adds."""
+        if isinstance(event, Connecting):
+            self._cancel_countdown()
+            self._set_status(f"Connecting to {event.host}:{event.port}…")
+            return []
+        if isinstance(event, Connected):
+            return []
+        if isinstance(event, Disconnected):
+            return self._disconnected(event)
+        if isinstance(event, Closed):
+            return []
+        if isinstance(event, Welcome):
+            self.me = event.name
+            self.users.set_users(event.users, self.me)
+            assert self.client is not None
+            self._set_status(
+                f"Connected to {self.client.host}:{self.client.port} as {self.me}"
+            )
+            self._update_title()
+        elif isinstance(event, Joined):
+            self.users.add(event.name)
+        elif isinstance(event, Left):
+            self.users.remove(event.name)
+        elif isinstance(event, Renamed):
+            if event.old == self.me:
+                self.me = event.new
+                self.settings.name = event.new
+                self._set_status(
+                    f"Connected to {self.client.host}:{self.client.port} as {self.me}"
+                    if self.client
+                    else "Not connected"
+                )
+                self._update_title()
+            self.users.rename(event.old, event.new, self.me)
+        elif isinstance(event, Users):
+            self.users.set_users(event.users, self.me)
+        elif (
+            isinstance(event, Error)
+            and event.code == "name_taken"
+            and not (self.client and self.client.connected)
+        ):
+            return self._name_taken(event)
+        lines = lines_for(event, self.me)
+        self._notify(event, lines)
+        return lines
+
+    def _disconnected(self, event: Disconnected) -> list[Line]:
+        self.users.clear()
+        self._update_title()
+        text = f"Disconnected: {event.reason}."
+        if event.failure is not None and self.client is not None:
+            text = (
+                f"Could not connect to {self.client.host}:{self.client.port}: "
+                f"{event.reason}."
+            )
+        if event.retry_in is None:
+            self._set_status("Not connected")
+            if self.client is not None and not self.client.connected:
+                self.client = None
+            return [notice_line(text, "error")]
+        self._start_countdown(event.retry_in)
+        return [notice_line(f"{text} Trying again in {event.retry_in} s.", "error")]
+
+    def _name_taken(self, event: Error) -> list[Line]:
+        taken = self.me
+        other = suggest_other_name(taken, set(self.users.names()))
+        self.settings.name = other
+        self.disconnect(quiet=True)
+        self._set_status("Not connected")
+        self.ask_connect(f"{event.text}. How about {other}?", focus_name=True)
+        return [notice_line(f"{event.text}. Choose another name.", "error")]
+
+    def _notify(self, event: Event, lines: list[Line]) -> None:
+        """Unread count while unfocused; the bell when someone names me."""
+        from_other = (
+            isinstance(event, (Message, PrivateMessage)) and event.sender != self.me
+        )
+        if from_other and not self.focused:
+            self.unread += 1
+            self._update_title()
+        if any(line.mention for line in lines):
+            self.root.bell()
+
+    # -- sending -------------------------------------------------------------
+
+    def send_entry(self) -> None:
+        """Enter: send what is in the entry (a line or a command)."""
+        text = self.entry.get()
+        if not text.strip():
+            return
+        self.entry.delete(0, "end")
+        self._sent.append(text)
+        self._recall = len(self._sent)
+        self.submit(text)
+
+    def submit(self, text: str) -> None:
+        """Act on one typed line: send it, or carry out a command."""
+        parsed = plain.parse_input(text)
+        if parsed is None:
+            return
+        if isinstance(parsed, tuple):  # /help, or a usage mistake: local only
+            self.add_lines([line for m in parsed for line in lines_for(m, self.me)])
+            return
+        if isinstance(parsed, Bye):
+            self.close()
+            return
+        if self.client is None:
+            self.add_lines(
+                [notice_line("Not connected: use Chat → Connect… first.", "error")]
+            )
+            return
+        if isinstance(parsed, (Say, Private)) and not self.client.connected:
+            self.add_lines(
+                [notice_line("Not connected yet: your line will go when we are.")]
+            )
+        self.client.send(parsed)
+
+    def recall(self, step: int) -> str:
+        """Up/Down in the entry: bring back earlier lines."""
+        if not self._sent:
+            return "break"
+        self._recall = max(0, min(len(self._sent), self._recall + step))
+        text = self._sent[self._recall] if self._recall < len(self._sent) else ""
+        self.entry.delete(0, "end")
+        self.entry.insert(0, text)
+        self.entry.icursor("end")
+        return "break"
+
+    def start_private(self, name: str) -> None:
+        """Double-click on a name: start a private message to that person."""
+        self.entry.delete(0, "end")
+        self.entry.insert(0, f"/msg {name} ")
+        self.entry.icursor("end")
+        self.entry.focus_set()
+
+    # -- the view, the title, the status bar ----------------------------------
+
+    def add_lines(self, lines: list[Line]) -> None:
+        self.view.add(lines)
+        if self.transcript is not None:
+            try:
+                self.transcript.write("".join(f"{line.plain}\n" for line in lines))
+                self.transcript.flush()
+            except OSError as exc:
+                log.warning("transcript: %s", exc)
+                self.transcript = None
+
+    def _set_status(self, text: str) -> None:
+        self.status.configure(text=text)
+
+    def _update_title(self) -> None:
+        title = f"{self.me} — {APP_NAME}" if self.client and self.me else APP_NAME
+        if self.unread:
+            title = f"({self.unread}) {title}"
+        self.root.title(title)
+
+    def _focus_in(self, event: tk.Event) -> None:
+        self.focused = True
+        if self.unread:
+            self.unread = 0
+            self._update_title()
+
+    def _focus_out(self, event: tk.Event) -> None:
+        # Focus moving between our own widgets also sends FocusOut: look again
+        # once Tk has settled.
+        self.root.after_idle(self._check_focus)
+
+    def _check_focus(self) -> None:
+        try:
+            self.focused = self.root.focus_displayof() is not None
+        except (KeyError, tk.TclError):  # focus in a Tk-internal window
+            self.focused = True
+
+    def _start_countdown(self, seconds: float) -> None:
+        self._cancel_countdown()
+        self._retry_at = time.monotonic() + seconds
+        self._tick()
+
+    def _tick(self) -> None:
+        left = max(0, round(self._retry_at - time.monotonic()))
+        self._set_status(f"Reconnecting in {left} s")
+        self._countdown_id = self.root.after(1000, self._tick) if left else None
+
+    def _cancel_countdown(self) -> None:
+        if self._countdown_id is not None:
+            self.root.after_cancel(self._countdown_id)
+            self._countdown_id = None
+
+    def zoom(self, step: int) -> None:
+        """Larger or smaller text, remembered in the settings."""
+        size = self.font.cget("size")
+        bigger = [s for s in FONT_SIZES if s > size]
+        smaller = [s for s in FONT_SIZES if s < size]
+        new = (
+            (bigger[0] if bigger else size)
+            if step > 0
+            else (smaller[-1] if smaller else size)
+        )
+        self.font.configure(size=new)
+        self.view.set_font(self.font)
+        self.settings.font_size = new
+
+    # -- menus ---------------------------------------------------------------
+
+    def save_transcript(self) -> None:
+        path = filedialog.asksaveasfilename(
+            parent=self.root,
+            title="Save transcript",
+            defaultextension=".txt",
+            initialfile=f"chat-{time.strftime('%Y-%m-%d-%H%M')}.txt",
+            filetypes=[("Text", "*.txt"), ("All files", "*")],
+        )
+        if path:
+            self.write_transcript(Path(path))
+
+    def write_transcript(self, path: Path) -> None:
+        try:
+            path.write_text(self.view.contents() + "\n", encoding="utf-8")
+        except OSError as exc:
+            self.add_lines(
+                [notice_line(f"Could not save {path}: {exc.strerror}", "error")]
+            )
+        else:
+            self.add_lines([notice_line(f"Transcript saved to {path}")])
+
+    def show_help(self) -> None:
+        messagebox.showinfo("Commands", HELP_TEXT, parent=self.root)
+
+    def show_about(self) -> None:
+        messagebox.showinfo(
+            f"About {APP_NAME}",
+            f"{APP_NAME}: a chat for learning socket programming.\n"
+            "Python standard library only: socket, threading, queue, tkinter.",
+            parent=self.root,
+        )
+
+    # -- errors and closing ----------------------------------------------------
+
+    def report_callback_exception(self, exc_type, exc, tb) -> None:
+        """A bug in one of our callbacks: log it, say so, keep going."""
+        log.error("error in a window callback", exc_info=(exc_type, exc, tb))
+        self.view.add(
+            [
+                notice_line(
+                    f"Something went wrong inside the program ({exc_type.__name__}: "
+                    f"{exc}). The window still works; details are in the log.",
+                    "error",
+                )
+            ]
+        )
+
+    def close(self) -> None:
+        """Say bye, stop the network threads, remember the settings, go."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._poll_id is not None:
+            self.root.after_cancel(self._poll_id)
+            self._poll_id = None
+        self._cancel_countdown()
+        client, self.client = self.client, None
+        if client is not None:
+            client.close("quit", timeout=0.6)
+        self.settings.save(self.settings_path)
+        self.root.destroy()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gui_client.py",
+        description="The chat window. With no options, it asks where to connect.",
+    )
+    parser.add_argument("--host", help="server address: connect straight away")
+    parser.add_argument("--port", type=int, help="server port: connect straight away")
+    parser.add_argument("--name", help="your name: connect straight away")
+    parser.add_argument("--log", metavar="FILE", help="append every line shown to FILE")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    settings = Settings.load()
+    if not settings.name:
+        from ..__main__ import default_name
+
+        settings.name = default_name()
+    transcript = None
+    if args.log:
+        transcript = open(args.log, "a", encoding="utf-8")  # noqa: SIM115
+    root = tk.Tk(className=APP_NAME)
+    app = ChatApp(root, settings, transcript=transcript)
+    direct = args.host is not None or args.port is not None or args.name is not None
+    if direct:
+        checked = check_connect_fields(
+            args.host or settings.host,
+            str(args.port or settings.port),
+            args.name or settings.name,
+        )
+        if isinstance(checked, str):
+            app.ask_connect(checked)
+        else:
+            app.connect(*checked)
+    else:
+        root.after_idle(app.ask_connect)
+    try:
+        root.mainloop()
+    finally:
+        if transcript is not None:
+            transcript.close()
+    return 0

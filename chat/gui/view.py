@@ -1,0 +1,183 @@
+"""The widgets of the main window: the message view and the user list.
+
+Main thread only, like all of Tk.  ``MessageView.add`` takes ``format.Line``
+objects; it inserts each as tagged pieces (no index arithmetic, so emoji are
+safe), keeps the view pinned to the bottom only if it already was, and drops
+the oldest lines beyond ``max_lines`` so memory stays flat in a long class.
+"""
+
+from __future__ import annotations
+
+import tkinter as tk
+from collections.abc import Callable, Iterable
+from tkinter import font as tkfont
+from tkinter import ttk
+
+from .format import NAME_COLOURS, Line
+
+MAX_LINES = 5000
+
+
+class MessageView(ttk.Frame):
+    """Read-only, scrollable, styled chat text."""
+
+    def __init__(
+        self, master: tk.Misc, text_font: tkfont.Font, max_lines: int = MAX_LINES
+    ) -> None:
+        super().__init__(master)
+        self.max_lines = max_lines
+        self.text = tk.Text(
+            self,
+            wrap="word",
+            font=text_font,
+            state="disabled",
+            padx=8,
+            pady=6,
+            spacing1=2,
+            spacing3=2,
+            borderwidth=0,
+            highlightthickness=0,
+            background="#ffffff",
+            foreground="#1e1e1e",
+            cursor="arrow",
+            undo=False,
+        )
+        scroll = ttk.Scrollbar(self, orient="vertical", command=self.text.yview)
+        self.text.configure(yscrollcommand=scroll.set)
+        self.text.grid(row=0, column=0, sticky="nsew")
+        scroll.grid(row=0, column=1, sticky="ns")
+        self.columnconfigure(0, weight=1)
+        self.rowconfigure(0, weight=1)
+        self._configure_tags(text_font)
+        # Read-only, but text can still be selected and copied.
+        self.text.bind("<1>", lambda e: self.text.focus_set())
+
+    def _configure_tags(self, text_font: tkfont.Font) -> None:
+        bold = tkfont.Font(font=text_font)
+        bold.configure(weight="bold")
+        italic = tkfont.Font(font=text_font)
+        italic.configure(slant="italic")
+        self._derived_fonts = (bold, italic)  # keep references alive
+        text = self.text
+        text.tag_configure("time", foreground="#8a8a8a")
+        text.tag_configure("name", font=bold)
+        for index, colour in enumerate(NAME_COLOURS):
+            text.tag_configure(f"name{index}", foreground=colour)
+        text.tag_configure("own", background="#eef5ff")
+        text.tag_configure("private", foreground="#6a1b9a", font=italic)
+        text.tag_configure("line-private", background="#f7eefc")
+        text.tag_configure("notice", foreground="#6b6b6b", font=italic)
+        text.tag_configure("error", foreground="#b00020")
+        text.tag_configure("action", font=italic)
+        text.tag_configure("mention", background="#fff3b0", font=bold)
+        text.tag_configure("line-mention", background="#fffbe6")
+        text.tag_configure("divider", foreground="#2f6f3f", justify="center")
+        text.tag_raise("mention")
+
+    def set_font(self, text_font: tkfont.Font) -> None:
+        for derived in self._derived_fonts:
+            derived.configure(size=text_font.cget("size"))
+
+    def at_bottom(self) -> bool:
+        return self.text.yview()[1] >= 0.999
+
+    def add(self, lines: Iterable[Line]) -> None:
+        """Append lines at the end; scroll only if the reader was at the bottom."""
+        follow = self.at_bottom()
+        text = self.text
+        text.configure(state="normal")
+        try:
+            for line in lines:
+                line_tags = (f"line-{line.kind}",)
+                if line.kind == "own":
+                    line_tags = ("own",)
+                if line.mention:
+                    line_tags = (*line_tags, "line-mention")
+                args: list[object] = []
+                for piece, tags in line.pieces:
+                    args += [piece, (*tags, *line_tags)]
+                args += ["\n", line_tags]
+                text.insert("end", *args)
+            self._trim()
+        finally:
+            text.configure(state="disabled")
+        if follow:
+            text.see("end")
+
+    def _trim(self) -> None:
+        count = int(self.text.index("end-1c").split(".")[0])
+        if count > self.max_lines:
+            self.text.delete("1.0", f"{count - self.max_lines + 1}.0")
+
+    def line_count(self) -> int:
+        return int(self.text.index("end-1c").split(".")[0]) - 1
+
+    def contents(self) -> str:
+        return self.text.get("1.0", "end-1c")
+
+
+class UserList(ttk.Frame):
+    """Who is here.  Double-clicking a name calls ``on_pick(name)``."""
+
+    def __init__(
+        self,
+        master: tk.Misc,
+        text_font: tkfont.Font,
+        on_pick: Callable[[str], None],
+    ) -> None:
+        super().__init__(master)
+        self.heading = ttk.Label(self, text="In the room", anchor="w")
+        self.listbox = tk.Listbox(
+            self,
+            font=text_font,
+            activestyle="none",
+            borderwidth=0,
+            highlightthickness=0,
+            selectbackground="#cfe3ff",
+            selectforeground="#000000",
+            width=18,
+        )
+        self.heading.pack(fill="x", padx=6, pady=(6, 2))
+        self.listbox.pack(fill="both", expand=True, padx=(6, 0))
+        self._on_pick = on_pick
+        self.listbox.bind("<Double-Button-1>", self._picked)
+        self.listbox.bind("<Return>", self._picked)
+        self._names: list[str] = []
+        self._me = ""
+
+    def set_users(self, names: Iterable[str], me: str) -> None:
+        self._names = list(names)
+        self._me = me
+        self._refresh()
+
+    def add(self, name: str) -> None:
+        if name not in self._names:
+            self._names.append(name)
+            self._refresh()
+
+    def remove(self, name: str) -> None:
+        if name in self._names:
+            self._names.remove(name)
+            self._refresh()
+
+    def rename(self, old: str, new: str, me: str) -> None:
+        self._names = [new if n == old else n for n in self._names]
+        self._me = me
+        self._refresh()
+
+    def clear(self) -> None:
+        self.set_users([], self._me)
+
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def _refresh(self) -> None:
+        self.heading.configure(text=f"In the room ({len(self._names)})")
+        self.listbox.delete(0, "end")
+        for name in self._names:
+            self.listbox.insert("end", f"{name} (you)" if name == self._me else name)
+
+    def _picked(self, event: tk.Event) -> None:
+        selection = self.listbox.curselection()
+        if selection:
+            self._on_pick(self._names[selection[0]])

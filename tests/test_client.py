@@ -1,0 +1,280 @@
+"""The client core (``chat.client``) against a real server, and the console client."""
+
+from __future__ import annotations
+
+import errno
+import queue
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from chat import client as client_module
+from chat.client import (
+    ChatClient,
+    Closed,
+    Connected,
+    Connecting,
+    Disconnected,
+    describe_failure,
+)
+from chat.protocol import Error, Joined, Left, Message, Welcome
+from tests.helpers import DEADLINE, LineClient, json_client, running_server, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def next_event(client: ChatClient, kind: type, timeout: float = DEADLINE):
+    """Skip events until one of ``kind`` comes; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"no {kind.__name__} event within {timeout} s")
+        try:
+            event = client.events.get(timeout=remaining)
+        except queue.Empty:
+            continue
+        if isinstance(event, kind):
+            return event
+
+
+@pytest.fixture
+def make_client():
+    clients = []
+
+    def make(port, name="ada", **options):
+        client = ChatClient("127.0.0.1", port, name, **options)
+        clients.append(client)
+        client.start()
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_events_in_order_from_connect_to_welcome(server, make_client):
+    client = make_client(server.port)
+    kinds = [type(next_event(client, object)) for _ in range(3)]
+    assert kinds == [Connecting, Connected, Welcome]
+    assert client.connected
+
+
+def test_say_reaches_the_room_and_comes_back(server, make_client):
+    client = make_client(server.port)
+    next_event(client, Welcome)
+    with json_client(server.port, "bob") as bob:
+        next_event(client, Joined)
+        client.say("hi 👋")
+        assert bob.expect_json("message")["text"] == "hi 👋"
+        echoed = next_event(client, Message)
+        assert (echoed.sender, echoed.text) == ("ada", "hi 👋")
+
+
+def test_lines_sent_before_the_welcome_go_after_it(server, make_client):
+    client = make_client(server.port)
+    client.say("early bird")  # queued: never blocks, never lost
+    message = next_event(client, Message)
+    assert message.text == "early bird"
+
+
+def test_send_never_blocks_even_when_the_server_does_not_read(make_client):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = make_client(listener.getsockname()[1])
+        started = time.monotonic()
+        for _ in range(2000):
+            client.say("x" * 1000)
+        assert time.monotonic() - started < 1.0
+
+
+def test_answers_the_servers_ping(make_client):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        make_client(listener.getsockname()[1])
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(DEADLINE)
+            assert b'"hello"' in conn.recv(4096)
+            conn.sendall(
+                b'{"type":"welcome","name":"ada","users":["ada"],"history":[]}\n'
+            )
+            conn.sendall(b'{"type":"ping"}\n')
+            assert conn.recv(4096) == b'{"type":"pong"}\n'
+
+
+def test_reconnects_with_backoff_and_the_same_name(make_client):
+    with running_server() as first:
+        port = first.port
+        client = make_client(port)
+        next_event(client, Welcome)
+    lost = next_event(client, Disconnected)
+    assert lost.retry_in == 1
+    assert "shutting down" in lost.reason.lower()
+    # Nothing listens for a moment: the next attempts back off 1, 2 ...
+    failed = next_event(client, Disconnected, timeout=DEADLINE)
+    assert (failed.failure, failed.retry_in) == ("refused", 2)
+    with running_server(port=port) as second:
+        welcome = next_event(client, Welcome, timeout=DEADLINE + 2)
+        assert welcome.name == "ada"
+        assert second.room.names() == ("ada",)
+
+
+def test_backoff_schedule_doubles_up_to_thirty_seconds():
+    assert client_module.BACKOFF == (1, 2, 4, 8, 16, 30)
+
+
+def test_close_stops_reconnecting_at_once(make_client):
+    client = make_client(free_port())
+    next_event(client, Disconnected)
+    started = time.monotonic()
+    client.close()
+    assert time.monotonic() - started < 1.5
+    next_event(client, Closed)
+
+
+def test_close_says_bye(server, make_client):
+    client = make_client(server.port)
+    next_event(client, Welcome)
+    with json_client(server.port, "bob") as bob:
+        client.close("gone fishing")
+        left = bob.expect_json("left")
+        assert (left["name"], left["reason"]) == ("ada", "quit: gone fishing")
+
+
+def test_a_taken_name_at_the_first_connect_is_final(server, make_client):
+    with json_client(server.port, "ada"):
+        client = make_client(server.port, "ADA")
+        error = next_event(client, Error)
+        assert error.code == "name_taken"
+        final = next_event(client, Disconnected)
+        assert final.retry_in is None
+        next_event(client, Closed)
+
+
+def test_a_kicked_client_does_not_come_back(server, make_client):
+    client = make_client(server.port)
+    next_event(client, Welcome)
+    assert server.room.kick("ada", "spamming")
+    left = next_event(client, Left)
+    assert left.reason == "kicked: spamming"
+    final = next_event(client, Disconnected)
+    assert final.retry_in is None
+    assert "kicked" in final.reason
+
+
+def test_a_connect_that_hangs_can_be_cancelled(make_client):
+    # A listener whose backlog is full: the kernel drops further SYNs, so a
+    # connect to it hangs, all on 127.0.0.1.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            client = make_client(port, connect_timeout=30)
+            next_event(client, Connecting)
+            time.sleep(0.3)  # let the attempt start hanging (not a sync point)
+            started = time.monotonic()
+            client.close()
+            assert time.monotonic() - started < 1.0
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+@pytest.mark.parametrize(
+    ("exc", "word"),
+    [
+        (ConnectionRefusedError(errno.ECONNREFUSED, "refused"), "refused"),
+        (TimeoutError("timed out"), "timeout"),
+        (socket.gaierror(socket.EAI_NONAME, "unknown"), "unknown_host"),
+        (OSError(errno.ENETUNREACH, "unreachable"), "unreachable"),
+    ],
+)
+def test_failures_are_described_in_words(exc, word):
+    failure, sentence = describe_failure(exc)
+    assert failure == word
+    assert sentence and "Errno" not in sentence
+
+
+# -- the console client: python -m chat ---------------------------------------
+
+
+def run_console_client(*args: str, stdin: str = "", timeout: float = DEADLINE):
+    return subprocess.run(
+        [sys.executable, "-m", "chat", *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_echo_client_against_the_echo_server():
+    with running_server(echo=True) as echo:
+        done = run_console_client("--port", str(echo.port), "--send", "Hello, server!")
+    assert done.stdout == "Received from server: Hello, server!\n"
+    assert done.returncode == 0
+
+
+def test_console_client_chats_and_prints_what_others_say(server):
+    with LineClient(server.port) as bob:
+        bob.send_line("bob")
+        bob.expect_text("Welcome, bob!")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chat", "--port", str(server.port), "--name", "ann"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            bob.expect_text("* ann joined")
+            bob.send_line("hello ann")
+            lines = []
+            wait_for(
+                lambda: (
+                    lines.append(process.stdout.readline())
+                    or "bob: hello ann\n" in lines
+                ),
+                what="bob's line printed by the console client",
+            )
+            process.stdin.write("hi bob\n")
+            process.stdin.flush()
+            assert bob.expect_text("ann:") == "ann: hi bob"
+            process.stdin.write("exit\n")
+            process.stdin.flush()
+            assert process.wait(DEADLINE) == 0
+            assert bob.expect_text("* ann left") == "* ann left (quit)"
+            rest = process.stdout.read()
+            assert "ann: hi bob" not in rest  # your own lines are not printed again
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(DEADLINE)
+
+
+def test_console_client_exits_non_zero_when_nothing_listens():
+    done = run_console_client("--port", str(free_port()), "--name", "ann")
+    assert done.returncode != 0
+    assert re.search(r"connection refused", done.stdout)

@@ -1,0 +1,383 @@
+"""The window, driven in-process on a real Tk (under Xvfb) against a real server.
+
+Each test builds a ``ChatApp`` on a fresh ``Tk`` root and pumps Tk's event
+loop with ``root.update()`` while it waits for a condition, so ``after()``
+polls run exactly as in ``mainloop``.
+"""
+
+from __future__ import annotations
+
+import gc
+import socket
+import tkinter as tk
+
+import pytest
+
+from chat.client import Disconnected
+from chat.gui import app as app_module
+from chat.gui.app import ChatApp
+from chat.gui.settings import Settings
+from chat.protocol import Message
+from tests.helpers import (
+    DEADLINE,
+    json_client,
+    plain_client,
+    running_server,
+    wait_for,
+)
+
+
+@pytest.fixture
+def root():
+    root = tk.Tk()
+    root.geometry("800x500+0+0")
+    yield root
+    try:
+        root.destroy()
+    except tk.TclError:
+        pass  # the test closed the window itself
+    # The app and its root refer to each other: collect that cycle here, in
+    # the main thread.  Left to chance, a client thread could run the garbage
+    # collector and delete the Tcl interpreter from the wrong thread, which
+    # aborts the process (Tcl_AsyncDelete).
+    del root
+    gc.collect()
+
+
+@pytest.fixture
+def make_app(root, tmp_path):
+    """A ChatApp on ``root`` whose settings live in the test's folder."""
+    apps = []
+
+    def make(**settings):
+        app = ChatApp(
+            root, Settings(**settings), settings_path=tmp_path / "settings.json"
+        )
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.close()
+    apps.clear()
+
+
+def pump_until(root, condition, what="", timeout=DEADLINE):
+    """Run Tk's event loop until ``condition()`` is true."""
+
+    def step():
+        root.update()
+        return condition()
+
+    return wait_for(step, timeout, what)
+
+
+def connected(app, server, name="ada"):
+    app.connect("127.0.0.1", server.port, name)
+    pump_until(app.root, lambda: app.client and app.client.connected, "welcome")
+    pump_until(app.root, lambda: name in app.users.names(), "the user list")
+
+
+def type_into(root, widget, text, key="Return"):
+    """Put text in an entry and press a key, as a person would."""
+    root.focus_force()
+    widget.focus_force()
+    root.update()
+    widget.delete(0, "end")
+    widget.insert(0, text)  # insert(): xdotool-free, and fine for any Unicode
+    widget.event_generate(f"<{key}>")
+    root.update()
+
+
+def test_a_line_typed_reaches_others_and_theirs_reach_the_view(server, make_app):
+    app = make_app()
+    connected(app, server)
+    with plain_client(server.port, "bob") as bob:
+        pump_until(app.root, lambda: "bob" in app.users.names(), "bob in the list")
+        type_into(app.root, app.entry, "hello bob")
+        assert bob.expect_text("ada:") == "ada: hello bob"
+        assert app.entry.get() == ""
+        bob.send_line("hi ada, nice window")
+        pump_until(
+            app.root,
+            lambda: "bob: hi ada, nice window" in app.view.contents(),
+            "bob's line in the view",
+        )
+    pump_until(app.root, lambda: "bob" not in app.users.names(), "bob leaving")
+    assert "bob left" in app.view.contents()
+
+
+def test_status_bar_and_title_say_where_we_are(server, make_app):
+    app = make_app()
+    connected(app, server, "ada")
+    assert app.status.cget("text") == f"Connected to 127.0.0.1:{server.port} as ada"
+    assert app.root.title().startswith("ada")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["héllo wörld", "emoji 👋🏽 and 🧑‍💻 together", "世界 and العربية", "a\ttab"],
+)
+def test_unicode_round_trips_both_ways(server, make_app, text):
+    app = make_app()
+    connected(app, server)
+    with json_client(server.port, "bob") as bob:
+        type_into(app.root, app.entry, text)
+        assert bob.expect_json("message")["text"] == text
+        bob.send_json(type="say", text=f"back: {text}")
+        pump_until(app.root, lambda: f"bob: back: {text}" in app.view.contents())
+    # The widget gives back exactly what it was given: no index drift.
+    line = next(
+        ln for ln in app.view.contents().splitlines() if ln.endswith(f"ada: {text}")
+    )
+    assert line.endswith(text)
+
+
+def test_mention_is_highlighted_without_index_arithmetic(server, make_app):
+    app = make_app()
+    connected(app, server, "ada")
+    with plain_client(server.port, "bob") as bob:
+        bob.send_line("🎉🎉 @ada look 🎉")
+        pump_until(app.root, lambda: "look" in app.view.contents())
+    ranges = app.view.text.tag_ranges("mention")
+    assert ranges, "no mention highlighted"
+    highlighted = app.view.text.get(ranges[0], ranges[1])
+    assert highlighted == "@ada"
+
+
+def test_commands_in_the_entry(server, make_app):
+    app = make_app()
+    connected(app, server, "ada")
+    with json_client(server.port, "bob") as bob:
+        type_into(app.root, app.entry, "/msg bob just for you")
+        private = bob.expect_json("private")
+        assert (private["from"], private["to"], private["text"]) == (
+            "ada",
+            "bob",
+            "just for you",
+        )
+        type_into(app.root, app.entry, "/me waves")
+        action = bob.expect_json("message")
+        assert (action["text"], action.get("me")) == ("waves", True)
+        type_into(app.root, app.entry, "/nick ada2")
+        pump_until(app.root, lambda: app.me == "ada2", "the rename")
+        assert "ada2" in app.users.names()
+        assert app.status.cget("text").endswith("as ada2")
+        type_into(app.root, app.entry, "/who")
+        pump_until(app.root, lambda: "Here now (2)" in app.view.contents())
+        type_into(app.root, app.entry, "/help")
+        assert "/msg NAME TEXT" in app.view.contents()
+        type_into(app.root, app.entry, "/frobnicate")
+        assert "Unknown command /frobnicate" in app.view.contents()
+
+
+def test_up_and_down_recall_sent_lines(server, make_app):
+    app = make_app()
+    connected(app, server)
+    for text in ("first", "second"):
+        type_into(app.root, app.entry, text)
+    app.entry.event_generate("<Up>")
+    assert app.entry.get() == "second"
+    app.entry.event_generate("<Up>")
+    assert app.entry.get() == "first"
+    app.entry.event_generate("<Down>")
+    assert app.entry.get() == "second"
+    app.entry.event_generate("<Down>")
+    assert app.entry.get() == ""
+
+
+def test_double_click_on_a_name_starts_a_private_message(server, make_app):
+    app = make_app()
+    connected(app, server, "ada")
+    with plain_client(server.port, "bob"):
+        pump_until(app.root, lambda: "bob" in app.users.names())
+        listbox = app.users.listbox
+        x, y, _, height = listbox.bbox(app.users.names().index("bob"))
+        for _ in range(2):  # two quick clicks make Tk's double-click
+            listbox.event_generate("<ButtonPress-1>", x=x + 2, y=y + height // 2)
+            listbox.event_generate("<ButtonRelease-1>", x=x + 2, y=y + height // 2)
+        app.root.update()
+        assert app.entry.get() == "/msg bob "
+
+
+def test_unread_count_in_the_title_while_unfocused(server, make_app):
+    app = make_app()
+    connected(app, server, "ada")
+    app.focused = False  # as after the window lost focus
+    with plain_client(server.port, "bob") as bob:
+        bob.send_line("one")
+        bob.send_line("two")
+        pump_until(app.root, lambda: app.unread == 2, "two unread")
+    assert app.root.title().startswith("(2) ")
+    app._focus_in(None)
+    assert app.unread == 0
+    assert not app.root.title().startswith("(")
+
+
+def test_refused_connection_is_a_message_not_a_traceback(make_app):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = make_app()
+    app.connect("127.0.0.1", port, "ada")
+    pump_until(app.root, lambda: "Could not connect" in app.view.contents())
+    assert "connection refused" in app.view.contents()
+    assert app.status.cget("text").startswith("Reconnecting in ")
+    app.disconnect()
+    assert app.status.cget("text") == "Not connected"
+
+
+def test_unknown_host_is_explained(make_app, monkeypatch):
+    def no_such_host(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    app = make_app()
+    app.connect("no-such-host.invalid", 12345, "ada")
+    pump_until(app.root, lambda: "unknown host name" in app.view.contents())
+
+
+def test_taken_name_offers_another(server, make_app):
+    with json_client(server.port, "ada"):
+        app = make_app()
+        app.connect("127.0.0.1", server.port, "ada")
+        pump_until(app.root, lambda: app._dialog is not None, "the connect dialog")
+        dialog = app._dialog
+        assert "ada2" in dialog.message.cget("text")
+        assert dialog.name.get() == "ada2"
+        dialog.submit()
+        pump_until(app.root, lambda: app.me == "ada2" and app.client.connected)
+
+
+def test_connect_dialog_checks_fields_then_connects(server, make_app):
+    app = make_app(host="127.0.0.1", port=server.port, name="")
+    app.ask_connect()
+    dialog = app._dialog
+    dialog.submit()  # no name yet
+    assert "name" in dialog.message.cget("text")
+    dialog.name.insert(0, "ada")
+    dialog.port.delete(0, "end")
+    dialog.port.insert(0, "port")
+    dialog.submit()
+    assert "number" in dialog.message.cget("text")
+    dialog.port.delete(0, "end")
+    dialog.port.insert(0, str(server.port))
+    dialog.submit()
+    pump_until(app.root, lambda: app.client and app.client.connected)
+    assert not dialog.winfo_exists()
+    saved = Settings.load(app.settings_path)
+    assert (saved.host, saved.port, saved.name) == ("127.0.0.1", server.port, "ada")
+
+
+def test_server_going_away_then_coming_back(make_app):
+    with running_server() as first:
+        port = first.port
+        app = make_app()
+        connected(app, first, "ada")
+    pump_until(app.root, lambda: app.status.cget("text").startswith("Reconnecting"))
+    assert "Server shutting down" in app.view.contents()
+    with running_server(port=port) as second:
+        pump_until(
+            app.root,
+            lambda: app.client.connected and second.room.names() == ("ada",),
+            "the reconnect",
+            timeout=DEADLINE + 2,  # the first retry waits 1 s
+        )
+    assert app.status.cget("text").startswith("Connected to")
+
+
+def test_typing_while_disconnected_says_so(make_app):
+    app = make_app()
+    type_into(app.root, app.entry, "anyone?")
+    assert "Not connected" in app.view.contents()
+
+
+def test_a_bug_in_a_callback_is_shown_and_the_window_goes_on(server, make_app):
+    app = make_app()
+    connected(app, server)
+    app.root.after(0, lambda: 1 / 0)
+    pump_until(app.root, lambda: "ZeroDivisionError" in app.view.contents())
+    with json_client(server.port, "bob") as bob:
+        type_into(app.root, app.entry, "still working")
+        assert bob.expect_json("message")["text"] == "still working"
+
+
+def test_a_flood_is_drawn_in_batches_and_scrollback_is_capped(server, make_app):
+    app = make_app()
+    app.view.max_lines = 300
+    connected(app, server)
+    sizes = []
+    original_add = app.view.add
+
+    def counting_add(lines):
+        lines = list(lines)
+        sizes.append(len(lines))
+        original_add(lines)
+
+    app.view.add = counting_add
+    with json_client(server.port, "bob") as bob:
+        total = 2000
+        for start in range(0, total, 250):
+            bob.send_raw(
+                b"".join(
+                    b'{"type":"say","text":"line %d"}\n' % i
+                    for i in range(start, start + 250)
+                )
+            )
+        pump_until(
+            app.root,
+            lambda: f"bob: line {total - 1}" in app.view.contents(),
+            "the last line",
+            timeout=20,
+        )
+    assert app.view.line_count() <= 300
+    assert max(sizes) <= app_module.BATCH
+    assert len(sizes) > 1  # drawn in several batches, repainting between
+
+
+def test_reconnect_countdown_in_the_status_bar(make_app):
+    app = make_app()
+    app.client = None
+    lines = app.handle(Disconnected("the server closed the connection", 4))
+    assert "Trying again in 4 s" in lines[0].plain
+    assert app.status.cget("text") == "Reconnecting in 4 s"
+    app._cancel_countdown()
+
+
+def test_larger_and_smaller_text(make_app):
+    app = make_app(font_size=11)
+    app.zoom(+1)
+    assert app.font.cget("size") == 12
+    app.zoom(-1)
+    app.zoom(-1)
+    assert app.font.cget("size") == 10
+    assert app.settings.font_size == 10
+
+
+def test_save_transcript(server, make_app, tmp_path):
+    app = make_app()
+    connected(app, server)
+    type_into(app.root, app.entry, "for the record")
+    pump_until(app.root, lambda: "ada: for the record" in app.view.contents())
+    target = tmp_path / "transcript.txt"
+    app.write_transcript(target)
+    assert "ada: for the record" in target.read_text(encoding="utf-8")
+
+
+def test_closing_says_bye_and_stops_the_threads(server, make_app):
+    app = make_app()
+    connected(app, server, "ada")
+    with json_client(server.port, "bob") as bob:
+        app.close()
+        left = bob.expect_json("left")
+        assert (left["name"], left["reason"]) == ("ada", "quit")
+    # conftest's thread check proves the client's threads were joined.
+
+
+def test_own_message_styled_apart(server, make_app):
+    app = make_app()
+    connected(app, server, "ada")
+    lines = app.handle(Message(1, "ada", "mine", 0.0))
+    assert lines[0].kind == "own"
+    lines = app.handle(Message(2, "bob", "theirs", 0.0))
+    assert lines[0].kind == "chat"
