@@ -43,6 +43,14 @@ OPERATOR_HELP = (
 )
 
 
+def port_number(text: str) -> int:
+    """``--port``'s type: 0 to 65535 (a typo gets a usage line, not a traceback)."""
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (use 0 to 65535)")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="server.py",
@@ -55,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--port",
-        type=int,
+        type=port_number,
         default=DEFAULT_PORT,
         help="TCP port (default %(default)s; 0 picks a free one)",
     )

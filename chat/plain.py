@@ -115,20 +115,23 @@ def clock(ts: float) -> str:
 def render(message: ServerMessage) -> list[str]:
     """The lines (without ``\\n``) a person should read for one server message.
 
-    Pings, pongs and anything unknown give no lines.  Names are already safe
-    (the server checks them); text is escaped here.
+    Pings, pongs and anything unknown give no lines.  Names are escaped as
+    well as text: the server checks the names it hands out, but a client
+    renders whatever its server sent.
     """
     if isinstance(message, Message):
         return [_said(message)]
     if isinstance(message, PrivateMessage):
-        text = escape_text(message.text)
-        return [f"[private] {message.sender} -> {message.to}: {text}"]
+        sender, to = escape_text(message.sender), escape_text(message.to)
+        return [f"[private] {sender} -> {to}: {escape_text(message.text)}"]
     if isinstance(message, Joined):
-        return [f"* {message.name} joined"]
+        return [f"* {escape_text(message.name)} joined"]
     if isinstance(message, Left):
-        return [f"* {message.name} left ({escape_text(message.reason)})"]
+        name, reason = escape_text(message.name), escape_text(message.reason)
+        return [f"* {name} left ({reason})"]
     if isinstance(message, Renamed):
-        return [f"* {message.old} is now known as {message.new}"]
+        old, new = escape_text(message.old), escape_text(message.new)
+        return [f"* {old} is now known as {new}"]
     if isinstance(message, Users):
         return [_users_line(message.users)]
     if isinstance(message, Notice):
@@ -139,7 +142,8 @@ def render(message: ServerMessage) -> list[str]:
         lines = [f"[{clock(m.ts)}] {_said(m)}" for m in message.history]
         if lines:
             lines.insert(0, f"* The last {len(lines)} messages:")
-        lines.append(f"* Welcome, {message.name}! {_users_line(message.users)[2:]}")
+        name = escape_text(message.name)
+        lines.append(f"* Welcome, {name}! {_users_line(message.users)[2:]}")
         lines.append("* Type /help for commands.")
         return lines
     if isinstance(message, (Ping, Pong)):
@@ -156,13 +160,13 @@ def render_bytes(message: ServerMessage) -> bytes:
 
 
 def _said(message: Message) -> str:
-    text = escape_text(message.text)
+    sender, text = escape_text(message.sender), escape_text(message.text)
     if message.me:
-        return f"* {message.sender} {text}"
-    return f"{message.sender}: {text}"
+        return f"* {sender} {text}"
+    return f"{sender}: {text}"
 
 
 def _users_line(users: tuple[str, ...]) -> str:
     count = len(users)
     people = "1 user here" if count == 1 else f"{count} users here"
-    return f"* {people}: {', '.join(users)}"
+    return f"* {people}: {', '.join(escape_text(name) for name in users)}"

@@ -85,7 +85,8 @@ class LineDecoder:
     ``LineTooLong`` marker and the rest of it, up to the next newline, is
     skipped without being stored.  If that line goes on for more than
     ``max_unterminated_bytes``, ``feed`` raises ``ProtocolError("too_long")``:
-    the stream cannot be trusted any more.
+    the stream cannot be trusted any more.  Whether it raises does not depend
+    on the chunking (the lines before it may or may not have been returned).
 
     Not thread-safe: one decoder belongs to one reader.
     """
@@ -113,8 +114,10 @@ class LineDecoder:
         out: list[bytes | LineTooLong] = []
         if self._skipping:
             end = data.find(b"\n")
+            # The bytes before the newline belong to the long line too: the
+            # hard limit must not depend on where the chunks were cut.
+            self._note_skipped(len(data) if end < 0 else end)
             if end < 0:
-                self._note_skipped(len(data))
                 return out
             self._skipping = False
             data = data[end + 1 :]
@@ -125,7 +128,11 @@ class LineDecoder:
             self._buffer = lines.pop()
             limit = self.max_line_bytes
             for line in lines:
-                out.append(line if len(line) <= limit else LineTooLong(limit))
+                if len(line) <= limit:
+                    out.append(line)
+                else:  # complete, but it would have passed the hard limit
+                    self._check_hard_limit(len(line))
+                    out.append(LineTooLong(limit))
         if len(self._buffer) > self.max_line_bytes:
             out.append(LineTooLong(self.max_line_bytes))
             self._skipping = True
@@ -136,7 +143,11 @@ class LineDecoder:
 
     def _note_skipped(self, count: int) -> None:
         self._skipped += count
-        if self._skipped > self.max_unterminated_bytes:
+        self._check_hard_limit(self._skipped)
+
+    def _check_hard_limit(self, line_bytes: int) -> None:
+        if line_bytes > self.max_unterminated_bytes:
+            self._buffer = b""  # the stream is refused: keep nothing of it
             raise ProtocolError(
                 "too_long",
                 f"no end of line after {self.max_unterminated_bytes} bytes",
@@ -443,8 +454,12 @@ def _convert(value: Any, kind: Any, where: str) -> Any:
             raise ProtocolError("bad_message", f"{where} must be a list")
         return tuple(_check_str(item, where) for item in value)
     if kind == tuple[Message, ...]:
-        if not isinstance(value, list):
-            raise ProtocolError("bad_message", f"{where} must be a list")
+        # Only chat lines: a "joined" here would reach code that reads .ts.
+        if not isinstance(value, list) or not all(
+            isinstance(item, dict) and item.get("type") == Message.type
+            for item in value
+        ):
+            raise ProtocolError("bad_message", f"{where} must be a list of messages")
         return tuple(from_dict(item, SERVER_TYPES) for item in value)
     raise TypeError(f"no converter for {kind!r}")  # our bug, not the peer's
 

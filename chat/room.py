@@ -253,9 +253,12 @@ class Room:
         return tuple(m.name for m in self._members.values() if m.name)
 
     def _require_joined(self, member: Member) -> str:
-        if member.name is None or name_key(member.name) not in self._members:
+        # Compare the member, not just the name: a kicked member keeps its
+        # name, and someone else may have taken it since.
+        name = member.name
+        if name is None or self._members.get(name_key(name)) is not member:
             raise ProtocolError("not_registered", "send hello first")
-        return member.name
+        return name
 
     def _stamp(self, sender: str, lines: Iterable[Say]) -> tuple[Message, ...]:
         now = time.time()

@@ -50,6 +50,8 @@ RECV_BYTES = 8192
 PROMPT_DELAY = 0.3
 #: How often a reader wakes up when nothing arrives (to check its deadlines).
 IDLE_CHECK = 1.0
+#: What everyone is told when the server stops.
+GOODBYE = "Server shutting down. Goodbye!"
 
 _HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"OPTIONS ", b"DELETE ")
 
@@ -90,13 +92,16 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.config = config or ServerConfig()
         if ":" in self.config.host:
             self.address_family = socket.AF_INET6
-        super().__init__((self.config.host, self.config.port), ChatHandler)
+        # All of this exists before binding: when the bind fails (a port in
+        # use), socketserver calls server_close(), which needs it, then raises.
         self.room = Room(self.config.history)
         self._lock = threading.Lock()
         self._handlers: set[ChatHandler] = set()  # guarded by _lock
         self._readers: set[threading.Thread] = set()  # guarded by _lock
+        self._closing = False  # server_close() has begun; guarded by _lock
         self.writer = outbox_module.Writer()
         self.writer.start()
+        super().__init__((self.config.host, self.config.port), ChatHandler)
 
     @property
     def port(self) -> int:
@@ -142,11 +147,12 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     def server_close(self) -> None:
         """Stop listening, say goodbye to everyone, join every thread."""
         super().server_close()
-        self.room.close("Server shutting down. Goodbye!")
         with self._lock:
+            self._closing = True  # from now on, register() hangs up at once
             handlers = list(self._handlers)
+        self.room.close(GOODBYE)
         for handler in handlers:
-            handler.hang_up("Server shutting down. Goodbye!")
+            handler.hang_up(GOODBYE)
         with self._lock:
             threads = list(self._readers)
         for thread in threads:
@@ -156,8 +162,17 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     # -- for handlers and the console ---------------------------------------
 
     def register(self, handler: ChatHandler) -> None:
+        """Track a new connection (its reader thread, from ``setup``).
+
+        A connection accepted just before ``shutdown()`` may get here after
+        ``server_close()`` has said goodbye to the others: it is hung up at
+        once, or its reader would wait for input that never comes.
+        """
         with self._lock:
             self._handlers.add(handler)
+            closing = self._closing
+        if closing:
+            handler.hang_up(GOODBYE)
 
     def unregister(self, handler: ChatHandler) -> None:
         with self._lock:
@@ -244,8 +259,10 @@ class ChatHandler(socketserver.BaseRequestHandler):
             return self._recv(None) or None
         data = self._recv(PROMPT_DELAY)
         if data is None:
+            # Most likely a person.  Switch before the prompt goes out: once
+            # they can see it, anything said to them must be in their format.
+            self.member.render = plain.render_bytes
             self.outbox.put(plain.PROMPT.encode() + b"\n")
-            self.member.render = plain.render_bytes  # most likely a person
             data = self._recv(None)
         if not data:
             return None

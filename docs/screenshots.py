@@ -54,7 +54,8 @@ def main() -> None:
         app = ChatApp(root, Settings(font_size=12), settings_path=Path("/dev/null"))
         app.connect("127.0.0.1", server.port, "ada")
         pump(root, lambda: app.client and app.client.connected, "the welcome")
-        people = {name: json_client(server.port, name) for name in ("maya", "leo", "sam")}
+        people = {name: json_client(server.port, name) for name in ("maya", "leo")}
+        people["sam"] = json_client(server.port, "sam")
         server.room.announce("Welcome to today's lesson: sockets and framing!")
         for who, kind, text in SCRIPT:
             if who == "ada":

@@ -279,11 +279,12 @@ def test_server_going_away_then_coming_back(make_app):
     with running_server(port=port) as second:
         pump_until(
             app.root,
-            lambda: app.client.connected and second.room.names() == ("ada",),
-            "the reconnect",
+            lambda: app.status.cget("text").startswith("Connected to"),
+            "the reconnect, as the window shows it",
             timeout=DEADLINE + 2,  # the first retry waits 1 s
         )
-    assert app.status.cget("text").startswith("Connected to")
+        assert second.room.names() == ("ada",)
+        assert app.users.names() == ["ada"]
 
 
 def test_typing_while_disconnected_says_so(make_app):
