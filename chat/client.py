@@ -300,7 +300,11 @@ class ChatClient:
                 if not data:
                     reason = self._farewell or "the server closed the connection"
                     return reason, None, False
-                fatal = self._receive(decoder.feed(data), first)
+                try:
+                    lines = decoder.feed(data)
+                except ProtocolError as exc:  # not a chat server, or a broken one
+                    return f"the server sent garbage ({exc.text})", None, False
+                fatal = self._receive(lines, first)
                 if fatal:
                     return fatal, None, True
         return "closed", None, True

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import socket
 import sys
@@ -25,11 +24,12 @@ from .protocol import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     MAX_LINE_BYTES,
-    LineDecoder,
+    MAX_UNTERMINATED_BYTES,
     escape_text,
 )
 from .room import DEFAULT_HISTORY
-from .server import ChatServer, Readable, ServerConfig, format_address
+from .server import ChatServer, ServerConfig, format_address
+from .terminal import StdinReader
 
 log = logging.getLogger("chat.console")
 
@@ -41,6 +41,14 @@ OPERATOR_HELP = (
     "  /help               this help",
     "Anything else you type is sent to everyone, from 'server'.",
 )
+
+
+def byte_count(text: str) -> int:
+    """A size option's type: a whole number of bytes, 64 to 64 MiB."""
+    value = int(text)
+    if not 64 <= value <= 64 * 1024 * 1024:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (64 to 67108864)")
+    return value
 
 
 def port_number(text: str) -> int:
@@ -88,14 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-line-bytes",
-        type=int,
+        type=byte_count,
         default=MAX_LINE_BYTES,
         metavar="N",
         help="longest line accepted (default %(default)s)",
     )
     parser.add_argument(
         "--max-outbox-bytes",
-        type=int,
+        type=byte_count,
         default=ServerConfig.max_outbox_bytes,
         metavar="N",
         help="unsent bytes before a client is dropped as a slow consumer "
@@ -122,6 +130,7 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         history=args.history,
         max_clients=args.max_clients,
         max_line_bytes=args.max_line_bytes,
+        max_unterminated_bytes=max(MAX_UNTERMINATED_BYTES, args.max_line_bytes),
         max_outbox_bytes=args.max_outbox_bytes,
     )
 
@@ -209,9 +218,10 @@ def print_addresses(host: str, port: int, out: Callable[[str], None]) -> None:
 class Operator:
     """The person at the server's keyboard.  ``handle`` takes one typed line.
 
-    Runs in its own thread (``start``); ``stop`` ends it and joins it.  At the
-    end of standard input (the server started in the background, say) the
-    thread just ends and the server keeps serving.
+    ``start`` reads standard input in a thread of its own (``StdinReader``);
+    ``stop`` ends it and joins it.  At the end of standard input (the server
+    started in the background, say) the thread just ends and the server keeps
+    serving.
     """
 
     def __init__(
@@ -223,17 +233,13 @@ class Operator:
         self.server = server
         self.request_stop = request_stop
         self.out = out
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(
-            target=self._read_stdin, name="operator console", daemon=True
-        )
+        self._keyboard = StdinReader(self.handle, name="operator console")
 
     def start(self) -> None:
-        self._thread.start()
+        self._keyboard.start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(1.0)  # a Windows console read cannot be interrupted
+        self._keyboard.stop()
 
     def handle(self, line: str) -> None:
         """Carry out one line the operator typed."""
@@ -271,39 +277,16 @@ class Operator:
         if others > 0:
             self.out(f"({others} more connected, not in the room)")
 
-    def _read_stdin(self) -> None:
-        stdin = sys.stdin
-        if stdin is None or stdin.closed:
-            return
-        try:
-            fd = stdin.fileno()
-        except (OSError, ValueError):
-            return
-        if os.name == "nt":  # console handles cannot be polled
-            for line in stdin:
-                self.handle(line)
-            return
-        readable = Readable(fd)
-        decoder = LineDecoder(MAX_LINE_BYTES)
-        while not self._stopping.is_set():
-            if not readable.wait(0.25):
-                continue
-            try:
-                data = os.read(fd, 4096)
-            except OSError:  # EIO: started in the background of a terminal
-                return
-            if not data:
-                return
-            for line in decoder.feed(data):
-                if isinstance(line, bytes):
-                    self.handle(line.decode("utf-8", "replace"))
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args)
-    raise_open_file_limit()
     out = _print_now
+    try:
+        configure_logging(args)
+    except OSError as exc:
+        out(f"Cannot write the log file {args.log}: {exc.strerror or exc}")
+        return 1
+    raise_open_file_limit()
     try:
         server = ChatServer(config_from(args))
     except OSError as exc:
@@ -317,7 +300,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     if hasattr(signal, "SIGTTIN"):  # reading a terminal from the background
         signal.signal(signal.SIGTTIN, signal.SIG_IGN)  # gives EIO, not a stop
-    accept = threading.Thread(target=server.serve_forever, name="accept loop")
+    accept = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.1},  # how soon shutdown() is noticed
+        name="accept loop",
+    )
     operator = Operator(server, stop.set, out)
     with server:
         accept.start()

@@ -140,7 +140,9 @@ def render(message: ServerMessage) -> list[str]:
         return [f"! {escape_text(message.text)}"]
     if isinstance(message, Welcome):
         lines = [f"[{clock(m.ts)}] {_said(m)}" for m in message.history]
-        if lines:
+        if len(lines) == 1:
+            lines.insert(0, "* The last message:")
+        elif lines:
             lines.insert(0, f"* The last {len(lines)} messages:")
         name = escape_text(message.name)
         lines.append(f"* Welcome, {name}! {_users_line(message.users)[2:]}")

@@ -367,6 +367,9 @@ ERROR_CODES = {
     "muted": "the operator has muted you",
     "banned": "the operator has banned you",
     "server_full": "the server takes no more connections",
+    # Never sent by a server: what clients show for a mistyped command.
+    "usage": "a command was typed without what it needs",
+    "unknown_command": "no command has that name",
 }
 
 _WIRE_NAMES = {"sender": "from"}
@@ -479,13 +482,20 @@ def from_dict(obj: Any, types: dict[str, type]) -> Any:
     if cls is None:
         raise ProtocolError("unknown_type", f"unknown message type {kind[:40]!r}")
     values = {}
-    for f in _FIELDS[cls]:
-        value = obj.get(f.wire)
-        if value is None:
-            if not f.optional:
-                raise ProtocolError("bad_message", f"{kind} needs {f.wire!r}")
-            continue
-        values[f.attr] = _convert(value, f.kind, f"{kind}.{f.wire}")
+    try:
+        for f in _FIELDS[cls]:
+            value = obj.get(f.wire)
+            if value is None:
+                if not f.optional:
+                    raise ProtocolError("bad_message", f"{kind} needs {f.wire!r}")
+                continue
+            values[f.attr] = _convert(value, f.kind, f"{kind}.{f.wire}")
+    except ProtocolError as exc:
+        # Name the refused line, so that its sender can mark it as failed.
+        cid = obj.get("cid")
+        if exc.cid is None and isinstance(cid, str) and not _SURROGATE.search(cid):
+            exc.cid = cid
+        raise
     return cls(**values)
 
 
@@ -520,6 +530,8 @@ def looks_like_json(line: bytes) -> bool:
 # Names and text
 
 _NAME_PUNCTUATION = frozenset("-_.")
+#: Hangul fillers are letters to Unicode, but they draw nothing.
+_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
 
 
 def check_name(name: str) -> str:
@@ -538,13 +550,20 @@ def check_name(name: str) -> str:
         )
     for position, char in enumerate(name):
         category = unicodedata.category(char)
-        if category[0] in "LN" or char == "_":
+        if char in _INVISIBLE_LETTERS:
+            pass  # a "letter" that draws nothing: an invisible name
+        elif category[0] in "LN" or char == "_":
             continue
-        if position and (category[0] == "M" or char in _NAME_PUNCTUATION):
-            continue
+        elif category[0] == "M" or char in _NAME_PUNCTUATION:
+            if position:
+                continue
+            raise ProtocolError(
+                "bad_name", "a name must start with a letter, a digit or _"
+            )
+        visible = char.isprintable() and char not in _INVISIBLE_LETTERS
+        shown = repr(char) if visible else f"the invisible character U+{ord(char):04X}"
         raise ProtocolError(
-            "bad_name",
-            f"a name may not contain {char!r} (use letters, digits, - _ .)",
+            "bad_name", f"a name may not contain {shown} (use letters, digits, - _ .)"
         )
     if name_key(name) in RESERVED_NAMES:
         raise ProtocolError("bad_name", f"the name {name!r} is reserved")
@@ -566,8 +585,9 @@ def name_key(name: str) -> str:
 # The zero-width joiner and non-joiner are kept: emoji sequences and Persian
 # script need them, and they cannot move or hide other text.
 _UNSAFE = re.compile(
-    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b\u200e\u200f"
-    "\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]"
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f"
+    "\u180e\u200b\u200e\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb"
+    "\U000110bd\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e007f]"
 )
 
 
@@ -579,7 +599,9 @@ def _escape_char(match: re.Match[str]) -> str:
     if char in _NAMED_ESCAPES:
         return _NAMED_ESCAPES[char]
     code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def escape_text(text: str) -> str:

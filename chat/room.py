@@ -31,6 +31,7 @@ from .protocol import (
     Renamed,
     Say,
     ServerMessage,
+    Users,
     Welcome,
     check_name,
     escape_text,
@@ -41,6 +42,9 @@ log = logging.getLogger("chat.room")
 
 DEFAULT_HISTORY = 50
 SERVER_NAME = "server"
+#: A welcome (history included) is kept under this many bytes, so that a long
+#: history can never make a newcomer look like a slow consumer.
+DEFAULT_WELCOME_BYTES = 512 * 1024
 
 
 class Outbox(Protocol):
@@ -101,7 +105,12 @@ class Room:
     name, an unknown user); the caller reports it to that one member.
     """
 
-    def __init__(self, history_size: int = DEFAULT_HISTORY) -> None:
+    def __init__(
+        self,
+        history_size: int = DEFAULT_HISTORY,
+        max_welcome_bytes: int = DEFAULT_WELCOME_BYTES,
+    ) -> None:
+        self.max_welcome_bytes = max_welcome_bytes
         self._lock = threading.Lock()
         # Everything below is guarded by _lock.
         self._members: dict[str, Member] = {}  # name_key -> member, in join order
@@ -121,8 +130,7 @@ class Room:
                 raise ProtocolError("name_taken", f"{name} is already taken")
             member.name = name
             self._members[key] = member
-            welcome = Welcome(name, self._names(), self._history.recent())
-            member.outbox.put(member.render(welcome))
+            member.outbox.put(self._welcome(member, name))
             self._fan_out((Joined(name),), exclude=member)
         log.info("* %s joined from %s", name, member.address)
 
@@ -146,6 +154,7 @@ class Room:
             if new_key in self._members and new_key != old_key:
                 raise ProtocolError("name_taken", f"{new_name} is already taken")
             if new_name == old_name:
+                member.outbox.put(member.render(Notice(f"You are already {new_name}.")))
                 return
             # Keep the join order: rebuild the dict with the new key in place.
             self._members = {
@@ -222,6 +231,12 @@ class Room:
         """Send one message to one member (a reply, an error)."""
         member.outbox.put(member.render(message))
 
+    def who(self, member: Member) -> None:
+        """Send ``member`` the user list, in its place among the room's events."""
+        with self._lock:
+            self._require_joined(member)
+            member.outbox.put(member.render(Users(self._names())))
+
     def notice(self, text: str) -> None:
         """A notice to everyone (not a chat line: not numbered, not kept)."""
         with self._lock:
@@ -252,6 +267,19 @@ class Room:
     def _names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self._members.values() if m.name)
 
+    def _welcome(self, member: Member, name: str) -> bytes:
+        """The welcome for ``member``, rendered, with as much history as fits."""
+        history = self._history.recent()
+        data = member.render(Welcome(name, self._names(), history))
+        if len(data) <= self.max_welcome_bytes:
+            return data
+        while history and len(data) > self.max_welcome_bytes:
+            history = history[max(len(history) // 4, 1) :]  # drop the oldest
+            data = member.render(Welcome(name, self._names(), history))
+        skipped = len(self._history.recent()) - len(history)
+        note = Notice(f"{skipped} earlier messages were too long to replay.")
+        return data + member.render(note)
+
     def _require_joined(self, member: Member) -> str:
         # Compare the member, not just the name: a kicked member keeps its
         # name, and someone else may have taken it since.
@@ -264,7 +292,8 @@ class Room:
         now = time.time()
         messages = []
         for line in lines:
-            message = Message(self._next_id, sender, line.text, now, line.me, line.cid)
+            me = line.me or None  # "me": false means the same as no "me"
+            message = Message(self._next_id, sender, line.text, now, me, line.cid)
             self._next_id += 1
             self._history.append(message)
             messages.append(message)

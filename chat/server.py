@@ -34,6 +34,7 @@ from .protocol import (
     MAX_UNTERMINATED_BYTES,
     Error,
     LineDecoder,
+    LineTooLong,
     Notice,
     ProtocolError,
     encode,
@@ -94,7 +95,9 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             self.address_family = socket.AF_INET6
         # All of this exists before binding: when the bind fails (a port in
         # use), socketserver calls server_close(), which needs it, then raises.
-        self.room = Room(self.config.history)
+        # Half the outbox for a welcome: a long history never makes a newcomer
+        # a "slow consumer" before it has read a byte.
+        self.room = Room(self.config.history, self.config.max_outbox_bytes // 2)
         self._lock = threading.Lock()
         self._handlers: set[ChatHandler] = set()  # guarded by _lock
         self._readers: set[threading.Thread] = set()  # guarded by _lock
@@ -255,6 +258,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
     def _first_data(self) -> bytes | None:
         """The first bytes; picks the session.  Prompts people who wait."""
         if self.server.config.echo:
+            self.member.render = plain.render_bytes
             self.session = EchoSession(self.server.room, self.member)
             return self._recv(None) or None
         data = self._recv(PROMPT_DELAY)
@@ -274,6 +278,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
     def _receive(self, data: bytes) -> None:
         lines = self.decoder.feed(data)
         if self.session is None:
+            lines = self._before_first_line(lines)
             if not lines:
                 return
             # The first line decides: a JSON object means a program speaking
@@ -286,6 +291,16 @@ class ChatHandler(socketserver.BaseRequestHandler):
                 self._use_plain()
         assert self.session is not None
         self.session.receive(lines)
+
+    def _before_first_line(self, lines: list) -> list:
+        """Drop blank and over-long lines that come before the deciding one."""
+        for position, line in enumerate(lines):
+            if isinstance(line, LineTooLong):
+                text = f"Line too long (over {line.limit} bytes); not sent."
+                self.outbox.put(self.member.render(Error("too_long", text)))
+            elif line.strip():
+                return lines[position:]
+        return []
 
     def _use_plain(self) -> None:
         self.member.render = plain.render_bytes

@@ -36,7 +36,6 @@ from .protocol import (
     Rename,
     Say,
     ServerMessage,
-    Users,
     Who,
     decode_client,
 )
@@ -103,7 +102,7 @@ class JsonSession(Session):
                 self._flush(batch)
                 cid = exc.cid or getattr(message, "cid", None)
                 self.tell(Error(exc.code, exc.text, cid))
-        self._flush(batch)
+        self._flush_reporting(batch)
 
     def _decode(self, line: bytes | LineTooLong) -> ClientMessage | None:
         if isinstance(line, LineTooLong):
@@ -117,6 +116,13 @@ class JsonSession(Session):
             raise ProtocolError("empty", "there is no text to send", say.cid)
         return say
 
+    def _flush_reporting(self, batch: list[Say]) -> None:
+        """The last flush of a read: a refusal (kicked meanwhile) goes to the peer."""
+        try:
+            self._flush(batch)
+        except ProtocolError as exc:
+            self.tell(Error(exc.code, exc.text))
+
     def _flush(self, batch: list[Say]) -> None:
         if batch:
             try:
@@ -128,6 +134,8 @@ class JsonSession(Session):
         """Act on one message other than a ``say`` in a batch."""
         room, member = self.room, self.member
         if isinstance(message, Hello):
+            if member.name is not None:
+                raise ProtocolError("already_registered", "you are already in")
             room.join(member, message.name)
         elif isinstance(message, Ping):
             self.tell(Pong())
@@ -140,11 +148,13 @@ class JsonSession(Session):
         elif isinstance(message, Say):
             room.say(member, [self._check_say(message)])
         elif isinstance(message, Private):
+            if not message.text.strip():
+                raise ProtocolError("empty", "there is no text to send", message.cid)
             room.private(member, message.to, message.text, message.cid)
         elif isinstance(message, Rename):
             room.rename(member, message.name)
         elif isinstance(message, Who):
-            self.tell(Users(room.names()))
+            room.who(member)
         else:  # a type in CLIENT_TYPES that nobody handles: our bug
             raise AssertionError(f"unhandled {message!r}")
 
@@ -182,7 +192,7 @@ class PlainSession(JsonSession):
                 self.tell(Error(exc.code, exc.text))
                 if self.member.name is None:
                     self.tell(Notice("Choose another name:"))
-        self._flush(batch)
+        self._flush_reporting(batch)
 
     def _text(self, line: bytes | LineTooLong) -> str | None:
         if isinstance(line, LineTooLong):
@@ -208,12 +218,17 @@ class PlainSession(JsonSession):
 
 
 class EchoSession(Session):
-    """The echo server of the tutorials: each line goes back to its sender."""
+    """The echo server of the tutorials: each line goes back to its sender.
+
+    Lines go back byte for byte; what the server itself says (a line too
+    long, goodbye) is plain text, as the member's ``render`` is the plain one.
+    """
 
     def receive(self, lines: Lines) -> None:
         for line in lines:
             self.lines_in += 1
             if isinstance(line, LineTooLong):
-                self.member.outbox.put(b"! line too long\n")
+                text = f"Line too long (over {line.limit} bytes)."
+                self.tell(Error("too_long", text))
             else:
                 self.member.outbox.put(line + b"\n")

@@ -529,3 +529,32 @@ def test_a_port_in_use_gives_a_clear_message():
             assert "Address already in use" in lines[0]
             assert "Another program" in lines[1]
             assert server.process.stderr.read() == b""  # no traceback
+
+
+@pytest.mark.parametrize("option", ["--max-line-bytes", "--max-outbox-bytes"])
+@pytest.mark.parametrize("value", ["0", "-5", "99999999999", "lots"])
+def test_sizes_out_of_range_are_usage_errors(option, value, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args([option, value])
+    assert stopped.value.code == 2
+    assert f"argument {option}" in capsys.readouterr().err
+
+
+def test_a_long_line_limit_raises_the_hard_limit_with_it():
+    config = config_from(build_parser().parse_args(["--max-line-bytes", "2000000"]))
+    assert config.max_line_bytes == 2_000_000
+    assert config.max_unterminated_bytes >= config.max_line_bytes
+
+
+def test_an_unwritable_log_file_is_a_clear_message(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "server.py", "--port", "0", "--log", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 1
+    assert "Cannot write the log file" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr

@@ -807,3 +807,30 @@ def test_escaped_text_is_one_safe_line(text):
 @given(st.text(st.characters(exclude_categories=("Cc", "Cf", "Cn", "Zl", "Zp"))))
 def test_text_without_controls_is_never_changed(text):
     assert escape_text(text) == text
+
+
+@pytest.mark.parametrize("filler", ["\u115f", "\u1160", "\u3164", "\uffa0"])
+def test_invisible_letters_make_no_name(filler):
+    for name in (filler, f"a{filler}", f"{filler}{filler}"):
+        with pytest.raises(ProtocolError) as refused:
+            check_name(name)
+        assert "invisible" in refused.value.text
+
+
+@pytest.mark.parametrize("name", ["-x", ".x", "\u0301x"])
+def test_a_name_must_start_with_a_letter_digit_or_underscore(name):
+    with pytest.raises(ProtocolError) as refused:
+        check_name(name)
+    assert "must start with" in refused.value.text
+
+
+@pytest.mark.parametrize(
+    ("char", "shown"),
+    [
+        ("\U000e0041", "\\U000e0041"),
+        ("\u0600", "\\u0600"),
+        ("\U0001d173", "\\U0001d173"),
+    ],
+)
+def test_more_invisible_format_characters_are_escaped(char, shown):
+    assert escape_text(f"a{char}b") == f"a{shown}b"

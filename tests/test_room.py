@@ -24,6 +24,7 @@ from chat.protocol import (
     Renamed,
     Say,
     ServerMessage,
+    Users,
     Welcome,
     decode_server,
     encode,
@@ -535,3 +536,48 @@ def test_concurrent_speakers_leave_every_member_the_same_story():
     texts = [line for line in text_received(listeners[1]) if not line.startswith("*")]
     assert texts == [f"{m.sender}: {m.text}" for m in reference]
     assert room.names() == tuple(m.name for m in talkers + listeners)
+
+
+# ---------------------------------------------------------------------------
+# Found in review
+
+
+def test_a_long_history_never_makes_the_welcome_too_big():
+    room = Room(history_size=50, max_welcome_bytes=20_000)
+    (alice,) = joined(room, "alice")
+    room.say(alice, [Say("\x01" * 1000)] * 50)  # 6 bytes each once JSON-escaped
+    newcomer = json_member()
+    room.join(newcomer, "bob")
+    data = b"".join(newcomer.outbox.chunks)
+    assert len(data) <= 20_000 + 200  # the welcome, plus one short notice
+    welcome, notice = decode_all(newcomer.outbox.chunks)
+    assert isinstance(welcome, Welcome) and isinstance(notice, Notice)
+    kept = len(welcome.history)
+    assert 0 < kept < 50
+    assert [m.id for m in welcome.history] == list(range(51 - kept, 51))  # newest
+    assert notice.text.startswith(f"{50 - kept} earlier messages")
+
+
+def test_who_answers_in_the_rooms_order():
+    room = Room()
+    alice, _ = joined(room, "alice", "bob")
+    room.who(alice)
+    assert received(alice) == [Users(("alice", "bob"))]
+    with pytest.raises(ProtocolError):
+        room.who(json_member())  # not in the room
+
+
+def test_me_false_is_the_same_as_no_me():
+    room = Room()
+    (alice,) = joined(room, "alice")
+    room.say(alice, [Say("plain words", me=False)])
+    (message,) = received(alice)
+    assert message.me is None
+    assert b'"me"' not in alice.outbox.chunks[-1]
+
+
+def test_renaming_to_the_same_name_is_answered():
+    room = Room()
+    (alice,) = joined(room, "alice")
+    room.rename(alice, "alice")
+    assert received(alice) == [Notice("You are already alice.")]

@@ -704,7 +704,7 @@ def test_echo_mode_keeps_crlf_long_lines_and_split_bytes():
         client.send_raw(long_line + b"\n")
         assert client.next_line() == long_line
         client.send_raw(b"z" * 9000 + b"\n")
-        assert client.next_line() == b"! line too long"
+        assert client.next_line() == b"! Line too long (over 8192 bytes)."
         send_byte_by_byte(server, client, "🎉!\n".encode())
         assert client.next_text() == "🎉!"
 
@@ -840,3 +840,45 @@ def test_a_person_at_the_prompt_is_said_goodbye_in_plain_text(monkeypatch):
             someone = clients.enter_context(LineClient(server.port))
             assert someone.next_text() == PROMPT
         assert someone.expect_closed() == [f"* {GOODBYE}".encode()]
+
+
+# ---------------------------------------------------------------------------
+# Found in review
+
+
+@pytest.mark.parametrize("before", [b"\n", b"   \r\n", b"x" * 9000 + b"\n"])
+def test_blank_or_long_lines_before_hello_do_not_make_a_plain_client(server, before):
+    with LineClient(server.port) as client:
+        client.send_raw(before + b'{"type":"hello","name":"ada"}\n')
+        message = client.next_json()
+        if message["type"] == "error":  # the long line is refused first
+            assert message["code"] == "too_long"
+            message = client.next_json()
+        assert message["type"] == "welcome"
+        assert message["name"] == "ada"
+
+
+def test_echo_mode_speaks_plain_text_when_it_speaks_for_itself():
+    with (
+        running_server(echo=True, max_unterminated_bytes=100_000) as echo,
+        LineClient(echo.port) as client,
+    ):
+        client.send_line("hi")
+        assert client.next_line() == b"hi"
+        client.send_raw(b"x" * 200_000)
+        said = client.expect_closed()
+    assert said and said[-1].startswith(b"! ")
+    assert not said[-1].startswith(b"{")
+
+
+def test_a_long_history_does_not_drop_newcomers():
+    with (
+        running_server(history=50, max_outbox_bytes=64 * 1024) as small,
+        plain_client(small.port, "loud") as loud,  # plain: no echoes to read
+    ):
+        loud.send_raw(b"".join(b"\x01" * 1300 + b"\n" for _ in range(50)))
+        wait_for(lambda: len(small.room.history()) == 50, what="the history")
+        with json_client(small.port, "newcomer") as newcomer:
+            assert 0 < len(newcomer.welcome["history"]) < 50
+            loud.send_line("still here?")
+            assert newcomer.expect_json("message")["text"] == "still here?"

@@ -140,7 +140,7 @@ BAD_LINES = [
     ("invalid UTF-8", b'{"type":"say","text":"\xff"}', "bad_utf8", None),
     ("too long", TOO_LONG, "too_long", None),
     ("unknown type", line(type="dance"), "unknown_type", None),
-    ("missing field", line(type="say", cid="c0"), "bad_message", None),
+    ("missing field", line(type="say", cid="c0"), "bad_message", "c0"),
     ("empty say", line(type="say", text="", cid="c1"), "empty", "c1"),
     ("blank say", line(type="say", text=" \t ", cid="c2"), "empty", "c2"),
     ("hello again", line(type="hello", name="alicia"), "already_registered", None),
@@ -425,14 +425,50 @@ def test_plain_forgery_is_relayed_as_one_line():
 
 def test_echo_sends_each_line_back_as_it_came():
     room = Room()
-    session = EchoSession(room, Member(FakeOutbox(), encode, echo=True))
+    session = EchoSession(room, Member(FakeOutbox(), plain.render_bytes, echo=True))
     session.receive([b"hello", b"", b"\xff not UTF-8", TOO_LONG, b'{"type":"hello"}'])
     assert session.member.outbox.chunks == [
         b"hello\n",
         b"\n",
         b"\xff not UTF-8\n",
-        b"! line too long\n",
+        f"! Line too long (over {TOO_LONG.limit} bytes).\n".encode(),
         b'{"type":"hello"}\n',
     ]
     assert room.names() == ()  # an echo session never joins
     assert session.lines_in == 5
+
+
+# ---------------------------------------------------------------------------
+# Found in review
+
+
+def test_empty_private_is_refused_like_an_empty_say():
+    room = Room()
+    bob = listener(room)
+    alice = json_session(room)
+    alice.receive([HELLO_ALICE])
+    received(alice.member)
+    received(bob)
+    alice.receive([line(type="private", to="bob", text="  ", cid="p1")])
+    [error] = received(alice.member)
+    assert (error.code, error.cid) == ("empty", "p1")
+    assert received(bob) == []
+
+
+def test_a_second_hello_is_refused_whatever_its_name():
+    room = Room()
+    alice = json_session(room)
+    alice.receive([HELLO_ALICE])
+    received(alice.member)
+    alice.receive([line(type="hello", name="not a name!")])
+    assert codes(received(alice.member)) == ["already_registered"]
+
+
+def test_a_say_that_fails_to_decode_still_names_its_cid():
+    room = Room()
+    alice = json_session(room)
+    alice.receive([HELLO_ALICE])
+    received(alice.member)
+    alice.receive([line(type="say", text=5, cid="c9")])
+    [error] = received(alice.member)
+    assert (error.code, error.cid) == ("bad_message", "c9")
