@@ -12,20 +12,24 @@ chat.  Your own lines are not printed again.  Type ``/help`` for commands,
 from __future__ import annotations
 
 import argparse
-import getpass
 import queue
-import re
 import socket
 import sys
 import threading
 from collections.abc import Sequence
 
 from . import plain
-from .client import ChatClient, Closed, Connected, Connecting, Disconnected
+from .client import (
+    ChatClient,
+    Closed,
+    Connected,
+    Connecting,
+    Disconnected,
+    default_name,
+)
 from .protocol import (
     DEFAULT_HOST,
     DEFAULT_PORT,
-    MAX_NAME_CHARS,
     Bye,
     LineDecoder,
     Message,
@@ -35,16 +39,6 @@ from .terminal import StdinReader
 
 SEND_TIMEOUT = 5.0
 CONNECT_WAIT = 10.0
-
-
-def default_name() -> str:
-    """The OS user name, trimmed to what the server accepts (or ``guest``)."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no user name at all in some containers
-        user = ""
-    cleaned = re.sub(r"[^\w.-]", "", user)[:MAX_NAME_CHARS].lstrip(".-")
-    return cleaned or "guest"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,8 +19,10 @@ console client reads it in a loop.
 from __future__ import annotations
 
 import errno
+import getpass
 import logging
 import queue
+import re
 import selectors
 import socket
 import threading
@@ -28,6 +30,7 @@ import time
 from dataclasses import dataclass
 
 from .protocol import (
+    MAX_NAME_CHARS,
     Bye,
     ClientMessage,
     Error,
@@ -410,3 +413,13 @@ def _connect_error(status: int) -> OSError:
     if status == errno.ETIMEDOUT:
         return TimeoutError(status, "timed out")
     return OSError(status, errno.errorcode.get(status, "error"))
+
+
+def default_name() -> str:
+    """The OS user name, trimmed to what the server accepts (or ``guest``)."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name at all in some containers
+        user = ""
+    cleaned = re.sub(r"[^\w.-]", "", user)[:MAX_NAME_CHARS].lstrip(".-")
+    return cleaned or "guest"

@@ -214,6 +214,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         self.member = Member(self.outbox, encode, echo=True, address=self.address)
         self.session: Session | None = None
         self._lost_reason = "connection closed"  # if the stream just ends
+        self._thread_named: str | None = None  # the name in the thread's name
         self._readable = Readable(sock)
         self.server.register(self)
         log.debug("connection from %s", self.address)
@@ -291,6 +292,9 @@ class ChatHandler(socketserver.BaseRequestHandler):
                 self._use_plain()
         assert self.session is not None
         self.session.receive(lines)
+        if self.member.name != self._thread_named:  # "reader alice", once known
+            self._thread_named = self.member.name
+            threading.current_thread().name = f"reader {self.member.name}"
 
     def _before_first_line(self, lines: list) -> list:
         """Drop blank and over-long lines that come before the deciding one."""

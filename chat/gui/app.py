@@ -26,7 +26,15 @@ from tkinter import font as tkfont
 from typing import TextIO
 
 from .. import plain
-from ..client import ChatClient, Closed, Connected, Connecting, Disconnected, Event
+from ..client import (
+    ChatClient,
+    Closed,
+    Connected,
+    Connecting,
+    Disconnected,
+    Event,
+    default_name,
+)
 from ..protocol import (
     Bye,
     Error,
@@ -516,8 +524,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     settings = Settings.load()
     if not settings.name:
-        from ..__main__ import default_name
-
         settings.name = default_name()
     transcript = None
     if args.log:
