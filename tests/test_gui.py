@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import socket
+import time
 import tkinter as tk
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from chat.client import Disconnected
 from chat.gui import app as app_module
 from chat.gui.app import ChatApp
+from chat.gui.format import notice_line
 from chat.gui.settings import Settings
 from chat.protocol import Message
 from tests.helpers import (
@@ -382,3 +384,94 @@ def test_own_message_styled_apart(server, make_app):
     assert lines[0].kind == "own"
     lines = app.handle(Message(2, "bob", "theirs", 0.0))
     assert lines[0].kind == "chat"
+
+
+def test_autoscroll_only_when_already_at_the_bottom(make_app):
+    app = make_app()
+    app.root.update()  # mapped and laid out, as a window is when lines come
+    view = app.view
+    many = [notice_line(f"line {i}") for i in range(200)]
+    view.add(many)
+    app.root.update()
+    assert view.at_bottom()
+    view.add([notice_line("one more")])
+    app.root.update()
+    assert view.at_bottom(), "at the bottom, a new line keeps the view there"
+    view.text.yview_moveto(0.0)  # the reader scrolls up to read something old
+    app.root.update()
+    top = view.text.yview()[0]
+    view.add([notice_line("and another")])
+    app.root.update()
+    assert view.text.yview()[0] == top, "scrolled up, the view must stay put"
+    assert not view.at_bottom()
+
+
+def test_the_bell_rings_when_someone_names_me(server, make_app, monkeypatch):
+    app = make_app()
+    connected(app, server, "ada")
+    rings = []
+    monkeypatch.setattr(app.root, "bell", lambda *args: rings.append(args))
+    with plain_client(server.port, "bob") as bob:
+        bob.send_line("nothing for you")
+        bob.send_line("hey @ada, look")
+        pump_until(app.root, lambda: "look" in app.view.contents())
+    assert len(rings) == 1
+
+
+def test_a_hanging_connect_can_be_cancelled_from_the_window(make_app):
+    with socket.socket() as listener:  # full backlog: connects to it hang
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            app = make_app()
+            app.connect("127.0.0.1", port, "ada")
+            app.root.update()
+            assert app.status.cget("text").startswith("Connecting to")
+            started = time.monotonic()
+            app.disconnect()  # Chat → Disconnect
+            assert time.monotonic() - started < 1.0
+            assert app.status.cget("text") == "Not connected"
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+def test_ctrl_plus_and_ctrl_minus_change_the_text_size(make_app):
+    app = make_app(font_size=11)
+    app.root.focus_force()
+    app.entry.focus_force()
+    app.root.update()
+    app.entry.event_generate("<Control-plus>")
+    app.root.update()
+    assert app.font.cget("size") == 12
+    app.entry.event_generate("<Control-minus>")
+    app.entry.event_generate("<Control-minus>")
+    app.root.update()
+    assert app.font.cget("size") == 10
+
+
+def test_the_menus_offer_what_the_issue_asks_for(make_app):
+    app = make_app()
+
+    def labels(menu):
+        return [
+            menu.entrycget(i, "label")
+            for i in range(menu.index("end") + 1)
+            if menu.type(i) == "command"
+        ]
+
+    assert labels(app.menus["chat"]) == [
+        "Connect…",
+        "Disconnect",
+        "Save transcript…",
+        "Quit",
+    ]
+    assert labels(app.menus["view"])[:2] == ["Larger text", "Smaller text"]
+    assert labels(app.menus["help"]) == ["Commands", "About"]
