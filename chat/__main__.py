@@ -25,6 +25,7 @@ from .client import (
     Connected,
     Connecting,
     Disconnected,
+    Untrusted,
     default_name,
 )
 from .protocol import (
@@ -51,6 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--name", default=None, help="default: your user name")
     parser.add_argument("--password", default=None, help="the room password, if any")
+    parser.add_argument("--tls", action="store_true", help="talk to the server in TLS")
+    parser.add_argument(
+        "--cafile", metavar="PEM", help="trust server certificates signed by this (TLS)"
+    )
+    parser.add_argument(
+        "--fingerprint",
+        metavar="SHA256",
+        help="trust the server certificate with this fingerprint (TLS); the "
+        "server prints it when it starts",
+    )
     parser.add_argument(
         "--send",
         metavar="TEXT",
@@ -113,6 +124,13 @@ def describe(event, client: ChatClient) -> list[str]:
         return []  # you typed it: it is on your screen already
     if isinstance(event, Closed):
         return []
+    if isinstance(event, Untrusted):
+        return [
+            f"* The server's certificate has the fingerprint {event.fingerprint}",
+            "* If that is the fingerprint the server printed when it started, "
+            "connect again with:",
+            f"*     --fingerprint {event.fingerprint}",
+        ]
     return plain.render(event)
 
 
@@ -124,6 +142,9 @@ def chat(args: argparse.Namespace, show: Printer) -> int:
         args.port,
         args.name or default_name(),
         password=args.password,
+        tls=args.tls,
+        cafile=args.cafile,
+        fingerprint=args.fingerprint,
         retry_first=False,
     )
 

@@ -25,6 +25,7 @@ import queue
 import re
 import selectors
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -51,7 +52,9 @@ from .protocol import (
     Who,
     decode_server,
     encode,
+    escape_text,
 )
+from .tls import TlsChannel, client_context
 
 log = logging.getLogger("chat.client")
 
@@ -62,6 +65,8 @@ CONNECT_TIMEOUT = 10.0
 SEND_TIMEOUT = 30.0
 #: How often the threads look up from waiting to check whether to stop.
 POLL = 0.1
+#: Silence from the server before we ping it, and the time it has to answer.
+KEEPALIVE = 20.0
 #: Server lines can be long (a welcome carries the history).
 MAX_SERVER_LINE = 16 * 1024 * 1024
 #: Errors after which trying again with the same settings cannot help.
@@ -104,11 +109,57 @@ class Disconnected:
 
 
 @dataclass(frozen=True, slots=True)
+class Untrusted:
+    """A TLS server showed a certificate we have no reason to trust yet.
+
+    The client stops.  A person may compare ``fingerprint`` with the one the
+    server printed and connect again with it pinned (trust on first use).
+    """
+
+    host: str
+    port: int
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     """The client has stopped: no more events will come."""
 
 
-Event = ServerMessage | Connecting | Connected | Disconnected | Closed
+Event = ServerMessage | Connecting | Connected | Disconnected | Untrusted | Closed
+
+
+@dataclass(frozen=True, slots=True)
+class _Ending:
+    """How one connection ended: why, what failed (if it never worked), and
+    whether trying again could help."""
+
+    reason: str
+    failure: str | None = None
+    fatal: bool = False
+
+
+class _Link:
+    """The current connection: a socket, and TLS over it if asked for.
+
+    The reader thread receives, the writer thread sends; ``TlsChannel`` keeps
+    the two apart where TLS needs it.
+    """
+
+    def __init__(self, sock: socket.socket, tls: TlsChannel | None) -> None:
+        self.sock = sock
+        self.tls = tls
+
+    def send(self, data: bytes) -> None:
+        if self.tls is not None:
+            data = self.tls.encrypt(data)
+        self.sock.sendall(data)
+
+    def shutdown(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 class ChatClient:
@@ -126,23 +177,33 @@ class ChatClient:
         name: str,
         *,
         password: str | None = None,
+        tls: bool = False,
+        cafile: str | None = None,
+        fingerprint: str | None = None,
         reconnect: bool = True,
         retry_first: bool = True,
         connect_timeout: float = CONNECT_TIMEOUT,
+        keepalive: float = KEEPALIVE,
         events: queue.Queue | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.name = name
         self.password = password
+        self.tls = tls or cafile is not None or fingerprint is not None
+        self.cafile = cafile
+        self.fingerprint = fingerprint
         self.reconnect = reconnect
         self.retry_first = retry_first
         self.connect_timeout = connect_timeout
+        self.keepalive = keepalive
+        #: The server certificate's fingerprint, once a TLS handshake is done.
+        self.server_fingerprint = ""
         self.events: queue.Queue[Event] = queue.Queue() if events is None else events
         self._outgoing: queue.Queue[bytes | None] = queue.Queue()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._sock: socket.socket | None = None  # guarded by _lock
+        self._link: _Link | None = None  # guarded by _lock
         self._joined = threading.Event()  # welcome received on this connection
         self._farewell = ""  # reader thread only: the last notice, if last
         self._reader = threading.Thread(
@@ -213,7 +274,7 @@ class ChatClient:
             while not self._stopping.is_set():
                 attempt += 1
                 self._emit(Connecting(self.host, self.port, attempt))
-                reason, failure, fatal = self._connect_and_read(first)
+                ending = self._connect_and_read(first)
                 if self._joined.is_set():
                     attempt = 1
                     first = False
@@ -221,9 +282,10 @@ class ChatClient:
                 if self._stopping.is_set():
                     break
                 retry_in = None
-                if self.reconnect and not fatal and (self.retry_first or not first):
+                retry = self.retry_first or not first
+                if self.reconnect and retry and not ending.fatal:
                     retry_in = BACKOFF[min(attempt - 1, len(BACKOFF) - 1)]
-                self._emit(Disconnected(reason, retry_in, failure))
+                self._emit(Disconnected(ending.reason, retry_in, ending.failure))
                 if retry_in is None or self._stopping.wait(retry_in):
                     break
         finally:
@@ -231,30 +293,37 @@ class ChatClient:
             self._outgoing.put(None)
             self._emit(Closed())
 
-    def _connect_and_read(self, first: bool) -> tuple[str, str | None, bool]:
-        """One connection's life.  Returns (reason it ended, failure, fatal)."""
+    def _connect_and_read(self, first: bool) -> _Ending:
+        """One connection's life, from connect to its end."""
         try:
             sock = self._open()
         except OSError as exc:
             failure, reason = describe_failure(exc)
-            return reason, failure, False
+            # A name that does not resolve will not start to by waiting.
+            return _Ending(reason, failure, fatal=first and failure == "unknown_host")
         if sock is None:
-            return "cancelled", None, True
+            return _Ending("cancelled", fatal=True)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             # One timeout serves both threads: recv is only called once poll
             # says there is data, so it only bounds sendall.
             sock.settimeout(SEND_TIMEOUT)
+            tls = None
+            if self.tls:
+                tls, refusal = self._start_tls(sock)
+                if refusal is not None:
+                    return refusal
+            link = _Link(sock, tls)
             with self._lock:
-                self._sock = sock
+                self._link = link
             self._emit(Connected(self.host, self.port))
-            sock.sendall(encode(Hello(self.name, self.password)))
-            return self._read(sock, first)
+            link.send(encode(Hello(self.name, self.password)))
+            return self._read(link, first)
         except OSError as exc:
-            return f"connection lost ({exc.strerror or exc})", None, False
+            return _Ending(f"connection lost ({exc.strerror or exc})")
         finally:
             with self._lock:
-                self._sock = None
+                self._link = None
             sock.close()
 
     def _open(self) -> socket.socket | None:
@@ -291,26 +360,71 @@ class ChatClient:
                 error = exc
         raise error
 
-    def _read(self, sock: socket.socket, first: bool) -> tuple[str, str | None, bool]:
+    def _start_tls(
+        self, sock: socket.socket
+    ) -> tuple[TlsChannel | None, _Ending | None]:
+        """The TLS handshake and the check of the server's certificate."""
+        context = client_context(self.cafile)
+        hostname = self.host if self.cafile else None
+        channel = TlsChannel(context, server_side=False, server_hostname=hostname)
+        try:
+            channel.handshake(sock, self.connect_timeout)
+        except ssl.SSLCertVerificationError as exc:
+            reason = f"the server's certificate is not trusted ({exc.verify_message})"
+            return None, _Ending(reason, "tls_untrusted", fatal=True)
+        except ssl.SSLError:
+            reason = "the server does not speak TLS (connect without TLS)"
+            return None, _Ending(reason, "tls_mismatch", fatal=True)
+        seen = channel.peer_fingerprint()
+        self.server_fingerprint = seen
+        if self.cafile:
+            return channel, None
+        if self.fingerprint is None:
+            self._emit(Untrusted(self.host, self.port, seen))
+            reason = "the server's certificate is not known yet"
+            return None, _Ending(reason, "tls_unknown", fatal=True)
+        if _normal_fingerprint(self.fingerprint) != _normal_fingerprint(seen):
+            reason = f"the server's certificate has changed (it is now {seen})"
+            return None, _Ending(reason, "tls_changed", fatal=True)
+        return channel, None
+
+    def _read(self, link: _Link, first: bool) -> _Ending:
         decoder = LineDecoder(MAX_SERVER_LINE, MAX_SERVER_LINE)
         self._farewell = ""
+        heard = time.monotonic()
+        pinged = 0.0
         with selectors.DefaultSelector() as selector:
-            selector.register(sock, selectors.EVENT_READ)
+            selector.register(link.sock, selectors.EVENT_READ)
             while not self._stopping.is_set():
                 if not selector.select(POLL):
+                    now = time.monotonic()
+                    if not self._joined.is_set() or self.keepalive <= 0:
+                        continue
+                    if pinged and now - pinged > self.keepalive:
+                        return _Ending("the server stopped answering", "no_answer")
+                    if not pinged and now - heard > self.keepalive:
+                        pinged = now
+                        self._outgoing.put(encode(Ping()))
                     continue
-                data = sock.recv(65536)
+                data = link.sock.recv(65536)
                 if not data:
                     reason = self._farewell or "the server closed the connection"
-                    return reason, None, False
+                    if not self._joined.is_set() and "speaks TLS" in self._farewell:
+                        return _Ending(reason, "tls_required", fatal=True)
+                    return _Ending(reason)
+                heard, pinged = time.monotonic(), 0.0
+                if link.tls is not None:
+                    data, reply = link.tls.decrypt(data)
+                    if reply:
+                        self._outgoing.put(b"")  # the writer's encrypt sends it
                 try:
                     lines = decoder.feed(data)
                 except ProtocolError as exc:  # not a chat server, or a broken one
-                    return f"the server sent garbage ({exc.text})", None, False
+                    return _Ending(f"the server sent garbage ({exc.text})")
                 fatal = self._receive(lines, first)
                 if fatal:
-                    return fatal, None, True
-        return "closed", None, True
+                    return _Ending(fatal, fatal=True)
+        return _Ending("closed", fatal=True)
 
     def _receive(self, lines: list, first: bool) -> str:
         """Handle a batch of lines; the reason to stop for good, or ``""``."""
@@ -320,8 +434,13 @@ class ChatClient:
             try:
                 message = decode_server(line)
             except ProtocolError as exc:
-                log.warning("ignoring a line from the server: %s", exc.text)
-                continue
+                if self._joined.is_set():
+                    log.warning("ignoring a line from the server: %s", exc.text)
+                    continue
+                # Before the welcome, a server may say something in plain words
+                # (ours: "This chat server speaks TLS..."): show it.
+                text = escape_text(line.decode("utf-8", "replace").strip())
+                message = Notice(text[:500])
             fatal = self._handle(message, first)
             if fatal:
                 return fatal
@@ -367,17 +486,17 @@ class ChatClient:
                     return
                 continue
             with self._lock:
-                sock = self._sock
-            if sock is None:
+                link = self._link
+            if link is None:
                 continue
             try:
-                sock.sendall(pending)
+                link.send(pending)
                 pending = None
             except OSError:
                 # Part of the line may have gone: the connection is unusable.
                 # The reader sees it end and reconnects; we send it again then.
                 self._joined.clear()
-                self._hang_up()
+                link.shutdown()
 
     # -- helpers ----------------------------------------------------------
 
@@ -386,12 +505,13 @@ class ChatClient:
 
     def _hang_up(self) -> None:
         with self._lock:
-            sock = self._sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            link = self._link
+        if link is not None:
+            link.shutdown()
+
+
+def _normal_fingerprint(text: str) -> str:
+    return re.sub(r"[^0-9A-F]", "", text.upper())
 
 
 def describe_failure(exc: OSError) -> tuple[str, str]:

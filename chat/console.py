@@ -30,15 +30,19 @@ from .protocol import (
 from .room import DEFAULT_HISTORY
 from .server import ChatServer, ServerConfig, format_address
 from .terminal import StdinReader
+from .tls import file_fingerprint, server_context
 
 log = logging.getLogger("chat.console")
 
 OPERATOR_HELP = (
     "Operator commands:",
-    "  /list               who is connected, and from where",
-    "  /kick NAME [REASON] remove someone from the room",
-    "  /quit               stop the server",
-    "  /help               this help",
+    "  /list                who is connected, and from where",
+    "  /kick NAME [REASON]  remove someone from the room",
+    "  /ban NAME|ADDRESS    keep a person (their name and address) out, until restart",
+    "  /unban NAME|ADDRESS  let them back in; /bans lists the banned addresses",
+    "  /mute NAME           refuse someone's lines; /unmute NAME gives them back",
+    "  /quit                stop the server",
+    "  /help                this help",
     "Anything else you type is sent to everyone, from 'server'.",
 )
 
@@ -48,6 +52,22 @@ def byte_count(text: str) -> int:
     value = int(text)
     if not 64 <= value <= 64 * 1024 * 1024:
         raise argparse.ArgumentTypeError(f"{text} is out of range (64 to 67108864)")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A duration option's type: seconds, 0 (meaning "off") or more."""
+    value = float(text)
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (0 to 86400)")
+    return value
+
+
+def count(text: str) -> int:
+    """A count option's type: 0 or more."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
     return value
 
 
@@ -109,6 +129,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="unsent bytes before a client is dropped as a slow consumer "
         "(default %(default)s)",
     )
+    limits = parser.add_argument_group("limits (docs/limits.md)")
+    limits.add_argument(
+        "--max-per-address",
+        type=count,
+        default=ServerConfig.max_per_address,
+        metavar="N",
+        help="most connections from one address (default 0: no cap)",
+    )
+    limits.add_argument(
+        "--flood-rate",
+        type=float,
+        default=ServerConfig.flood_rate,
+        metavar="PER_S",
+        help="lines a client may send per second after its burst "
+        "(default %(default)s; 0 turns flood control off)",
+    )
+    limits.add_argument(
+        "--flood-burst",
+        type=count,
+        default=ServerConfig.flood_burst,
+        metavar="N",
+        help="lines a client may send at once (default %(default)s)",
+    )
+    limits.add_argument(
+        "--register-timeout",
+        type=seconds,
+        default=ServerConfig.register_timeout,
+        metavar="S",
+        help="seconds to give a name before being dropped "
+        "(default %(default)s; 0: no limit)",
+    )
+    limits.add_argument(
+        "--ping-interval",
+        type=seconds,
+        default=ServerConfig.ping_interval,
+        metavar="S",
+        help="silence before a client is pinged, and the time it has to answer "
+        "(default %(default)s; 0: no pings)",
+    )
+    access = parser.add_argument_group("access")
+    access.add_argument("--password", help="a password everyone must give to join")
+    access.add_argument(
+        "--tls-cert", metavar="PEM", help="serve TLS with this certificate"
+    )
+    access.add_argument(
+        "--tls-key", metavar="PEM", help="the certificate's private key"
+    )
     parser.add_argument(
         "--log", metavar="FILE", help="append the conversation to FILE as well"
     )
@@ -132,6 +199,14 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         max_line_bytes=args.max_line_bytes,
         max_unterminated_bytes=max(MAX_UNTERMINATED_BYTES, args.max_line_bytes),
         max_outbox_bytes=args.max_outbox_bytes,
+        max_per_address=args.max_per_address,
+        flood_rate=max(args.flood_rate, 0.0),
+        flood_burst=args.flood_burst,
+        register_timeout=args.register_timeout,
+        ping_interval=args.ping_interval,
+        password=args.password,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 
@@ -250,25 +325,79 @@ class Operator:
             self.server.room.announce(text[1:] if text.startswith("//") else text)
             return
         command, _, rest = text.partition(" ")
-        command = command.lower()
-        if command in ("/quit", "/exit", "/stop"):
-            self.out("Stopping the server...")
-            self.request_stop()
-        elif command in ("/list", "/who"):
-            self._list()
-        elif command == "/kick":
-            name, _, reason = rest.strip().partition(" ")
-            if not name:
-                self.out("Usage: /kick NAME [REASON]")
-            elif not self.server.room.kick(name, reason.strip() or "by the operator"):
-                self.out(f"Nobody here is called {escape_text(name)}.")
-        elif command == "/help":
-            for help_line in OPERATOR_HELP:
-                self.out(help_line)
-        else:
+        action = self._commands().get(command.lower())
+        if action is None:
             self.out(f"Unknown command {escape_text(command)}; /help lists them.")
+        else:
+            action(rest.strip())
 
-    def _list(self) -> None:
+    def _commands(self) -> dict[str, Callable[[str], None]]:
+        return {
+            "/quit": self._quit,
+            "/exit": self._quit,
+            "/stop": self._quit,
+            "/list": self._list,
+            "/who": self._list,
+            "/kick": self._kick,
+            "/ban": self._ban,
+            "/unban": self._unban,
+            "/bans": self._bans,
+            "/mute": self._mute,
+            "/unmute": self._unmute,
+            "/help": self._help,
+        }
+
+    def _quit(self, rest: str) -> None:
+        self.out("Stopping the server...")
+        self.request_stop()
+
+    def _help(self, rest: str) -> None:
+        for help_line in OPERATOR_HELP:
+            self.out(help_line)
+
+    def _kick(self, rest: str) -> None:
+        name, _, reason = rest.partition(" ")
+        if not name:
+            self.out("Usage: /kick NAME [REASON]")
+        elif not self.server.room.kick(name, reason.strip() or "by the operator"):
+            self.out(f"Nobody here is called {escape_text(name)}.")
+
+    def _ban(self, rest: str) -> None:
+        target, _, reason = rest.partition(" ")
+        if not target:
+            self.out("Usage: /ban NAME|ADDRESS [REASON]")
+            return
+        self.out(escape_text(self.server.ban(target, reason.strip() or "banned")))
+
+    def _unban(self, rest: str) -> None:
+        if not rest:
+            self.out("Usage: /unban NAME|ADDRESS")
+        elif self.server.unban(rest):
+            self.out(f"{escape_text(rest)} may come back.")
+        else:
+            self.out(f"{escape_text(rest)} was not banned.")
+
+    def _bans(self, rest: str) -> None:
+        banned = self.server.banned()
+        self.out(f"Banned addresses: {', '.join(banned) if banned else 'none'}")
+
+    def _mute(self, rest: str) -> None:
+        if not rest:
+            self.out("Usage: /mute NAME")
+        elif self.server.room.mute(rest):
+            self.out(f"{escape_text(rest)} is muted.")
+        else:
+            self.out(f"Nobody here is called {escape_text(rest)}.")
+
+    def _unmute(self, rest: str) -> None:
+        if not rest:
+            self.out("Usage: /unmute NAME")
+        elif self.server.room.unmute(rest):
+            self.out(f"{escape_text(rest)} may speak again.")
+        else:
+            self.out(f"{escape_text(rest)} was not muted.")
+
+    def _list(self, rest: str = "") -> None:
         members = self.server.room.members()
         others = len(self.server.connections()) - len(members)
         self.out(f"{len(members)} in the room:")
@@ -287,6 +416,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         out(f"Cannot write the log file {args.log}: {exc.strerror or exc}")
         return 1
     raise_open_file_limit()
+    if args.tls_cert:
+        try:
+            server_context(args.tls_cert, args.tls_key)
+            tls_fingerprint = file_fingerprint(args.tls_cert)
+        except (OSError, ValueError) as exc:
+            out(f"Cannot use the TLS certificate {args.tls_cert}: {exc}")
+            out("Give a PEM certificate with --tls-cert and its key with --tls-key.")
+            return 1
     try:
         server = ChatServer(config_from(args))
     except OSError as exc:
@@ -310,6 +447,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         accept.start()
         host, port = server.server_address[:2]
         print_addresses(host, port, out)
+        if args.tls_cert:
+            out(f"TLS is on. Certificate fingerprint (SHA-256): {tls_fingerprint}")
+            out("Clients that see this fingerprint are talking to this server.")
+        if args.password:
+            out("A password is needed to join.")
         if args.echo:
             out("Echo mode: every line goes back to its sender.")
         else:

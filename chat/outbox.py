@@ -27,6 +27,7 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 log = logging.getLogger("chat.outbox")
 
@@ -48,6 +49,9 @@ class Outbox:
     def __init__(self, writer: Writer, sock: socket.socket, limit: int) -> None:
         self.sock = sock
         self.limit = limit
+        #: Applied by the writer to the bytes it is about to send (TLS
+        #: encryption).  Set it before anything is put on the outbox.
+        self.transform: Callable[[bytes], bytes] | None = None
         self._writer = writer
         # Guarded by writer._lock:
         self._chunks: list[bytes] = []
@@ -237,6 +241,13 @@ class Writer:
     def _send(self, outbox: Outbox, data: bytes) -> None:
         if outbox._shut:
             return
+        if outbox.transform is not None:
+            try:
+                data = outbox.transform(data)
+            except Exception:  # a TLS failure: this connection cannot go on
+                log.exception("could not encrypt for %s", outbox.sock)
+                self._lost(outbox)
+                return
         if outbox._backlog:  # already waiting for room: keep the order
             outbox._backlog += data
             return

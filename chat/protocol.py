@@ -367,6 +367,8 @@ ERROR_CODES = {
     "muted": "the operator has muted you",
     "banned": "the operator has banned you",
     "server_full": "the server takes no more connections",
+    "too_many_connections": "too many connections from your address",
+    "register_timeout": "no name was given in time",
     # Never sent by a server: what clients show for a mistyped command.
     "usage": "a command was typed without what it needs",
     "unknown_command": "no command has that name",

@@ -116,6 +116,8 @@ class Room:
         self._members: dict[str, Member] = {}  # name_key -> member, in join order
         self._history = History(history_size)
         self._next_id = 1
+        self._muted: set[str] = set()  # name keys the operator silenced
+        self._banned: set[str] = set()  # name keys nobody may take
 
     # -- membership -------------------------------------------------------
 
@@ -126,6 +128,8 @@ class Room:
         with self._lock:
             if member.name is not None:
                 raise ProtocolError("already_registered", "you are already in")
+            if key in self._banned:
+                raise ProtocolError("banned", f"the name {name} is banned here")
             if key in self._members:
                 raise ProtocolError("name_taken", f"{name} is already taken")
             member.name = name
@@ -153,6 +157,8 @@ class Room:
             old_key = name_key(old_name)
             if new_key in self._members and new_key != old_key:
                 raise ProtocolError("name_taken", f"{new_name} is already taken")
+            if new_key in self._banned:
+                raise ProtocolError("banned", f"the name {new_name} is banned here")
             if new_name == old_name:
                 member.outbox.put(member.render(Notice(f"You are already {new_name}.")))
                 return
@@ -197,6 +203,7 @@ class Room:
             return
         with self._lock:
             sender = self._require_joined(member)
+            self._require_voice(sender)
             messages = self._stamp(sender, lines)
             self._fan_out(messages, exclude=None if member.echo else member)
         if log.isEnabledFor(logging.INFO):
@@ -216,6 +223,7 @@ class Room:
         """Send a line to one user; the sender gets a copy as confirmation."""
         with self._lock:
             sender = self._require_joined(member)
+            self._require_voice(sender)
             target = self._members.get(name_key(to))
             if target is None:
                 shown = escape_text(to[:40])
@@ -241,6 +249,39 @@ class Room:
         """A notice to everyone (not a chat line: not numbered, not kept)."""
         with self._lock:
             self._fan_out((Notice(text),))
+
+    # -- the operator's powers ---------------------------------------------
+
+    def mute(self, name: str) -> bool:
+        """Silence a member: its lines are refused with ``muted``."""
+        with self._lock:
+            member = self._members.get(name_key(name))
+            if member is None:
+                return False
+            self._muted.add(name_key(name))
+        self.tell(member, Notice("The operator has muted you."))
+        log.info("* %s was muted", name)
+        return True
+
+    def unmute(self, name: str) -> bool:
+        with self._lock:
+            found = name_key(name) in self._muted
+            self._muted.discard(name_key(name))
+            member = self._members.get(name_key(name))
+        if member is not None and found:
+            self.tell(member, Notice("You may speak again."))
+        return found
+
+    def ban_name(self, name: str) -> None:
+        """Nobody may take ``name`` (or a look-alike) any more."""
+        with self._lock:
+            self._banned.add(name_key(name))
+
+    def unban_name(self, name: str) -> bool:
+        with self._lock:
+            found = name_key(name) in self._banned
+            self._banned.discard(name_key(name))
+            return found
 
     # -- questions --------------------------------------------------------
 
@@ -287,6 +328,10 @@ class Room:
         if name is None or self._members.get(name_key(name)) is not member:
             raise ProtocolError("not_registered", "send hello first")
         return name
+
+    def _require_voice(self, name: str) -> None:
+        if name_key(name) in self._muted:
+            raise ProtocolError("muted", "The operator has muted you; not sent.")
 
     def _stamp(self, sender: str, lines: Iterable[Say]) -> tuple[Message, ...]:
         now = time.time()

@@ -18,11 +18,14 @@ platform.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import select
 import socket
 import socketserver
+import ssl
 import threading
+import time
 from dataclasses import dataclass
 
 from . import outbox as outbox_module
@@ -36,12 +39,14 @@ from .protocol import (
     LineDecoder,
     LineTooLong,
     Notice,
+    Ping,
     ProtocolError,
     encode,
     looks_like_json,
 )
 from .room import DEFAULT_HISTORY, Member, Room
-from .session import EchoSession, JsonSession, PlainSession, Session
+from .session import EchoSession, JsonSession, PlainSession, Policy, Session
+from .tls import TlsChannel, server_context
 
 log = logging.getLogger("chat.server")
 
@@ -49,8 +54,9 @@ RECV_BYTES = 8192
 #: A JSON client says hello at once; a person on nc gets a prompt if the first
 #: line has not come within this many seconds.
 PROMPT_DELAY = 0.3
-#: How often a reader wakes up when nothing arrives (to check its deadlines).
+#: The longest a reader waits without looking at its clock.
 IDLE_CHECK = 1.0
+TLS_HANDSHAKE_TIMEOUT = 10.0
 #: What everyone is told when the server stops.
 GOODBYE = "Server shutting down. Goodbye!"
 
@@ -66,9 +72,17 @@ class ServerConfig:
     echo: bool = False
     history: int = DEFAULT_HISTORY
     max_clients: int = 1000
+    max_per_address: int = 0  # 0: no cap
     max_line_bytes: int = MAX_LINE_BYTES
     max_unterminated_bytes: int = MAX_UNTERMINATED_BYTES
     max_outbox_bytes: int = outbox_module.DEFAULT_LIMIT
+    flood_rate: float = 5.0  # lines per second after the burst; 0: no limit
+    flood_burst: int = 20
+    register_timeout: float = 60.0  # seconds to give a name; 0: forever
+    ping_interval: float = 30.0  # silence before a ping, and the pong's time
+    password: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
@@ -98,9 +112,19 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         # Half the outbox for a welcome: a long history never makes a newcomer
         # a "slow consumer" before it has read a byte.
         self.room = Room(self.config.history, self.config.max_outbox_bytes // 2)
+        self.policy = Policy(
+            password=self.config.password,
+            flood_rate=self.config.flood_rate,
+            flood_burst=self.config.flood_burst,
+        )
+        self.tls_context: ssl.SSLContext | None = None
+        if self.config.tls_cert:
+            self.tls_context = server_context(self.config.tls_cert, self.config.tls_key)
         self._lock = threading.Lock()
         self._handlers: set[ChatHandler] = set()  # guarded by _lock
         self._readers: set[threading.Thread] = set()  # guarded by _lock
+        self._per_address: dict[str, int] = {}  # guarded by _lock
+        self._banned: set[str] = set()  # addresses; guarded by _lock
         self._closing = False  # server_close() has begun; guarded by _lock
         self.writer = outbox_module.Writer()
         self.writer.start()
@@ -115,30 +139,50 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
     def process_request(self, request: socket.socket, client_address) -> None:
         """Start a named reader thread for a new connection (or refuse it)."""
+        host = client_address[0]
+        config = self.config
         with self._lock:
-            full = len(self._readers) >= self.config.max_clients
-        if full:
-            limit = self.config.max_clients
-            self._refuse(
-                request, "server_full", f"The server is full ({limit} connections)."
-            )
+            refusal = None
+            if host in self._banned:
+                refusal = ("banned", "You are banned from this server.")
+            elif len(self._readers) >= config.max_clients:
+                limit = config.max_clients
+                refusal = ("server_full", f"The server is full ({limit} connections).")
+            elif (
+                config.max_per_address
+                and self._per_address.get(host, 0) >= config.max_per_address
+            ):
+                limit = config.max_per_address
+                refusal = (
+                    "too_many_connections",
+                    f"Too many connections from your address (at most {limit}).",
+                )
+            else:
+                thread = threading.Thread(
+                    target=self.process_request_thread,
+                    args=(request, client_address),
+                    name=f"reader {format_address(client_address)}",
+                    daemon=True,
+                )
+                self._readers.add(thread)
+                self._per_address[host] = self._per_address.get(host, 0) + 1
+        if refusal is not None:
+            self._refuse(request, *refusal)
             return
-        thread = threading.Thread(
-            target=self.process_request_thread,
-            args=(request, client_address),
-            name=f"reader {format_address(client_address)}",
-            daemon=True,
-        )
-        with self._lock:
-            self._readers.add(thread)
         thread.start()
 
     def process_request_thread(self, request, client_address) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
+            host = client_address[0]
             with self._lock:
                 self._readers.discard(threading.current_thread())
+                left = self._per_address.get(host, 1) - 1
+                if left:
+                    self._per_address[host] = left
+                else:
+                    self._per_address.pop(host, None)
 
     def shutdown_request(self, request: socket.socket) -> None:
         """Leave the socket alone: the writer closes it (``Outbox.close``)."""
@@ -185,6 +229,43 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         with self._lock:
             return list(self._handlers)
 
+    # -- the operator's powers ------------------------------------------------
+
+    def ban(self, target: str, reason: str = "banned by the operator") -> str:
+        """Ban a name (and its address) or an address, for as long as we run.
+
+        Everyone connected from a banned address is disconnected.  Returns a
+        sentence saying what was done.
+        """
+        member = self.room.find(target)
+        if member is not None:
+            address = member.address.rsplit(":", 1)[0].strip("[]")
+            self.room.ban_name(target)
+        elif is_address(target):
+            address = target
+        else:
+            return f"Nobody here is called {target}, and it is not an address."
+        with self._lock:
+            self._banned.add(address)
+            victims = [h for h in self._handlers if h.client_address[0] == address]
+        for handler in victims:
+            if handler.member.name is not None:
+                self.room.kick(handler.member.name, reason)
+            else:
+                handler.hang_up("You are banned from this server.")
+        what = f"{target} ({address})" if member is not None else address
+        return f"Banned {what}: {len(victims)} connection(s) closed."
+
+    def unban(self, target: str) -> bool:
+        with self._lock:
+            found = target in self._banned
+            self._banned.discard(target)
+        return self.room.unban_name(target) or found
+
+    def banned(self) -> list[str]:
+        with self._lock:
+            return sorted(self._banned)
+
     def _refuse(self, sock: socket.socket, code: str, text: str) -> None:
         """Tell a connection why it is refused, without waiting on it, and close."""
         try:
@@ -197,7 +278,14 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
 
 class ChatHandler(socketserver.BaseRequestHandler):
-    """Reads one connection: bytes -> lines -> its session.  One thread each."""
+    """Reads one connection: bytes -> lines -> its session.  One thread each.
+
+    The reader also keeps the connection's clock: it prompts a silent newcomer
+    (who is most likely a person on ``nc``), drops one that never gives a
+    name, and pings a JSON client that has gone quiet, dropping it if no
+    answer comes.  Plain clients cannot answer a ping: TCP keepalive, set on
+    every connection, finds their dead peers instead.
+    """
 
     server: ChatServer
     request: socket.socket
@@ -208,32 +296,49 @@ class ChatHandler(socketserver.BaseRequestHandler):
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            set_keepalive(sock, config.ping_interval)
         self.address = format_address(self.client_address)
         self.outbox = self.server.writer.open(sock, config.max_outbox_bytes)
         self.decoder = LineDecoder(config.max_line_bytes, config.max_unterminated_bytes)
         self.member = Member(self.outbox, encode, echo=True, address=self.address)
         self.session: Session | None = None
+        self.tls: TlsChannel | None = None
         self._lost_reason = "connection closed"  # if the stream just ends
         self._thread_named: str | None = None  # the name in the thread's name
         self._readable = Readable(sock)
+        self._started = time.monotonic()
+        self._heard = self._started  # when the peer last sent anything
+        self._pinged = 0.0  # when we sent a ping still unanswered, or 0
+        self._prompted = False
         self.server.register(self)
         log.debug("connection from %s", self.address)
 
     def handle(self) -> None:
+        config = self.server.config
         try:
-            first = self._first_data()
-            if first is None:
+            if self.server.tls_context is not None and not self._start_tls():
                 return
-            self._receive(first)
-            while not self.session or not self.session.ended:
-                data = self._recv(IDLE_CHECK)
+            if config.echo:
+                self.member.render = plain.render_bytes
+                self.session = EchoSession(self.server.room, self.member)
+            first = True
+            while not (self.session and self.session.ended):
+                data = self._recv(self._time_to_next_check())
                 if data == b"":
                     break
-                if data is not None:
-                    self._receive(data)
+                if data is None:
+                    self._check_clock()
+                    continue
+                self._heard, self._pinged = time.monotonic(), 0.0
+                if first and self._foreign(data):
+                    return
+                first = False
+                self._receive(data)
         except ProtocolError as exc:  # the stream cannot be trusted any more
             self.outbox.put(self.member.render(Error(exc.code, exc.text)))
             self._end(exc.text)
+        except TimeoutError:  # TCP keepalive: the peer's machine is gone
+            self._lost_reason = "ping timeout"
         except OSError as exc:  # reset by the peer, mostly
             self._lost_reason = "connection lost"
             log.debug("%s: %s", self.address, exc)
@@ -250,31 +355,57 @@ class ChatHandler(socketserver.BaseRequestHandler):
 
     def hang_up(self, text: str) -> None:
         """Say ``text`` and end the connection (any thread; never blocks)."""
-        if self.member.name is None and not isinstance(self.session, EchoSession):
+        if self.member.name is None:  # not in the room, which says it to members
             self.outbox.put(self.member.render(Notice(text)))
         self.outbox.hang_up()
 
     # -- inside the reader thread ------------------------------------------
 
-    def _first_data(self) -> bytes | None:
-        """The first bytes; picks the session.  Prompts people who wait."""
-        if self.server.config.echo:
-            self.member.render = plain.render_bytes
-            self.session = EchoSession(self.server.room, self.member)
-            return self._recv(None) or None
-        data = self._recv(PROMPT_DELAY)
-        if data is None:
+    def _time_to_next_check(self) -> float:
+        """Seconds until the next thing the clock must look at."""
+        config = self.server.config
+        due = [self._started + IDLE_CHECK * 60]
+        if self.session is None and not self._prompted and not config.echo:
+            due.append(self._started + PROMPT_DELAY)
+        if self.member.name is None and config.register_timeout and not config.echo:
+            due.append(self._started + config.register_timeout)
+        if self._pinging():
+            due.append((self._pinged or self._heard) + config.ping_interval)
+        return max(min(due) - time.monotonic(), 0.0)
+
+    def _pinging(self) -> bool:
+        return (
+            self.server.config.ping_interval > 0
+            and isinstance(self.session, JsonSession)
+            and not isinstance(self.session, PlainSession)
+            and self.member.name is not None
+        )
+
+    def _check_clock(self) -> None:
+        """Nothing came for a while: prompt, give up on a name, or ping."""
+        config = self.server.config
+        now = time.monotonic()
+        if self.session is None and not self._prompted and not config.echo:
             # Most likely a person.  Switch before the prompt goes out: once
             # they can see it, anything said to them must be in their format.
+            self._prompted = True
             self.member.render = plain.render_bytes
             self.outbox.put(plain.PROMPT.encode() + b"\n")
-            data = self._recv(None)
-        if not data:
-            return None
-        if data.startswith(_HTTP_METHODS) or data[:2] == b"\x16\x03":
-            self._refuse_foreign(data)
-            return None
-        return data
+        if (
+            self.member.name is None
+            and config.register_timeout
+            and not config.echo
+            and now - self._started >= config.register_timeout
+        ):
+            text = f"No name after {config.register_timeout:g} s: goodbye."
+            self.outbox.put(self.member.render(Error("register_timeout", text)))
+            self._end("registration timeout")
+        elif self._pinging():
+            if self._pinged and now - self._pinged >= config.ping_interval:
+                self._end("ping timeout")
+            elif not self._pinged and now - self._heard >= config.ping_interval:
+                self._pinged = now
+                self.outbox.put(encode(Ping()))
 
     def _receive(self, data: bytes) -> None:
         lines = self.decoder.feed(data)
@@ -287,7 +418,9 @@ class ChatHandler(socketserver.BaseRequestHandler):
             first = lines[0]
             if isinstance(first, bytes) and looks_like_json(first):
                 self.member.render = encode
-                self.session = JsonSession(self.server.room, self.member)
+                self.session = JsonSession(
+                    self.server.room, self.member, self.server.policy
+                )
             else:
                 self._use_plain()
         assert self.session is not None
@@ -309,20 +442,51 @@ class ChatHandler(socketserver.BaseRequestHandler):
     def _use_plain(self) -> None:
         self.member.render = plain.render_bytes
         self.member.echo = False
-        self.session = PlainSession(self.server.room, self.member)
+        self.session = PlainSession(self.server.room, self.member, self.server.policy)
 
     def _recv(self, timeout: float | None) -> bytes | None:
         """Bytes, ``b""`` at end of stream, or ``None`` after ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if not self._readable.wait(timeout):
+            left = None if deadline is None else max(deadline - time.monotonic(), 0)
+            if not self._readable.wait(left):
                 return None
             try:
-                return self.request.recv(RECV_BYTES)
+                data = self.request.recv(RECV_BYTES)
             except (BlockingIOError, InterruptedError):
                 continue
+            if self.tls is None or not data:
+                return data
+            data, reply = self.tls.decrypt(data)
+            if reply:  # TLS said something of its own (a key update...)
+                self.outbox.put(b"")  # the writer's encrypt() sends it
+            if data:
+                return data
 
-    def _refuse_foreign(self, data: bytes) -> None:
-        """Answer a web browser or a TLS client in words it can show, and end."""
+    def _start_tls(self) -> bool:
+        """The TLS handshake, before anything else.  False if it failed."""
+        self.tls = TlsChannel(self.server.tls_context, server_side=True)
+        try:
+            self.tls.handshake(self.request, TLS_HANDSHAKE_TIMEOUT)
+        except (OSError, ssl.SSLError) as exc:
+            self.tls = None
+            log.info("TLS handshake with %s failed: %s", self.address, exc)
+            if isinstance(exc, ssl.SSLError):  # probably plain text: say so
+                self.outbox.put(
+                    b"This chat server speaks TLS: connect with the chat client "
+                    b"and --tls (see docs/limits.md).\n"
+                )
+                self.outbox.hang_up()
+            return False
+        self.outbox.transform = self.tls.encrypt
+        return True
+
+    def _foreign(self, data: bytes) -> bool:
+        """Is the first data from a browser or a TLS client?  Then answer it."""
+        if self.server.config.echo:
+            return False
+        if not (data.startswith(_HTTP_METHODS) or data[:2] == b"\x16\x03"):
+            return False
         what = "TLS" if data.startswith(b"\x16") else "HTTP"
         body = (
             f"This is a chat server: it speaks lines of text, not {what}. "
@@ -336,12 +500,36 @@ class ChatHandler(socketserver.BaseRequestHandler):
         self.outbox.put(body)
         self._end(f"not a chat client ({what})")
         log.info("refused %s from %s", what, self.address)
+        return True
 
     def _end(self, reason: str) -> None:
         if self.session is None:
             self.session = EchoSession(self.server.room, self.member)
         self.session.end(reason)
         self.outbox.hang_up()
+
+
+def set_keepalive(sock: socket.socket, interval: float) -> None:
+    """Let TCP find a dead peer after about ``interval`` seconds of silence.
+
+    Plain clients cannot answer the protocol's ``ping``; the kernel's own
+    probes can.  Where the idle time cannot be set, the system's default is
+    used (often two hours).
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if interval <= 0:
+        return
+    seconds = max(int(interval), 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", seconds),
+        ("TCP_KEEPINTVL", max(seconds // 3, 1)),
+        ("TCP_KEEPCNT", 3),
+    ):
+        if hasattr(socket, option):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+            except OSError:
+                pass
 
 
 class Readable:
@@ -372,3 +560,12 @@ def format_address(address) -> str:
         host, port = address[0], address[1]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return str(address)
+
+
+def is_address(text: str) -> bool:
+    """Is ``text`` an IPv4 or IPv6 address?"""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

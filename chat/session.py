@@ -18,10 +18,14 @@ with a list standing in for the outbox.
 
 from __future__ import annotations
 
+import hmac
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from . import plain
+from .limits import FloodGuard
 from .protocol import (
     Bye,
     ClientMessage,
@@ -37,6 +41,7 @@ from .protocol import (
     Say,
     ServerMessage,
     Who,
+    check_name,
     decode_client,
 )
 from .room import Member, Room
@@ -45,20 +50,50 @@ log = logging.getLogger("chat.session")
 
 Lines = Sequence["bytes | LineTooLong"]
 
+#: Wrong passwords allowed on one connection before it is closed.
+MAX_PASSWORD_TRIES = 3
 
-class Session:
-    """What every kind of session has: a member, a room, and an end.
 
-    ``receive`` is called by one reader thread only.  When the peer asked to
-    leave, ``ended`` becomes true and ``reason`` says why.
+@dataclass
+class Policy:
+    """The server's rules a session applies (from the server's options).
+
+    ``password``: the room password, or ``None``.  ``flood_rate`` lines per
+    second after a burst of ``flood_burst`` (``flood_rate`` 0: no limit).
+    ``clock`` and ``sleep`` are injectable for tests.
     """
 
-    def __init__(self, room: Room, member: Member) -> None:
+    password: str | None = None
+    flood_rate: float = 0.0
+    flood_burst: int = 20
+    password_delay: float = 1.0
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+    def flood_guard(self) -> FloodGuard | None:
+        if self.flood_rate <= 0:
+            return None
+        return FloodGuard(self.flood_rate, self.flood_burst, self.clock)
+
+
+class Session:
+    """What every kind of session has: a member, a room, rules, and an end.
+
+    ``receive`` is called by one reader thread only.  When the peer asked to
+    leave (or must go), ``ended`` becomes true and ``reason`` says why.
+    """
+
+    def __init__(
+        self, room: Room, member: Member, policy: Policy | None = None
+    ) -> None:
         self.room = room
         self.member = member
+        self.policy = policy or Policy()
         self.ended = False
         self.reason = "connection lost"
         self.lines_in = 0
+        self._flood = self.policy.flood_guard()
+        self._bad_passwords = 0
 
     def receive(self, lines: Lines) -> None:
         raise NotImplementedError
@@ -70,6 +105,35 @@ class Session:
         self.ended = True
         self.reason = reason
 
+    def _admit(self) -> bool:
+        """Flood control for one more line: False if it must be refused.
+
+        Raises nothing; ends the session when the refusals are used up.
+        """
+        self.lines_in += 1
+        if self._flood is None:
+            return True
+        verdict = self._flood.check()
+        if verdict == "disconnect":
+            self.tell(Error("flood", "You kept sending too fast: disconnecting."))
+            self.end("flooding")
+        return verdict == "ok"
+
+    def _check_password(self, given: str | None) -> None:
+        """Compare in constant time; a wrong one waits, then is refused."""
+        wanted = self.policy.password
+        if wanted is None:
+            return
+        if given is not None and hmac.compare_digest(
+            given.encode("utf-8"), wanted.encode("utf-8")
+        ):
+            return
+        self.policy.sleep(self.policy.password_delay)  # slows down guessing
+        self._bad_passwords += 1
+        if self._bad_passwords >= MAX_PASSWORD_TRIES:
+            self.end("bad password")
+        raise ProtocolError("bad_password", "That is not the room's password.")
+
 
 def quit_reason(bye: Bye) -> str:
     """The ``left`` reason for a ``bye``: ``quit`` or ``quit: <their words>``."""
@@ -77,6 +141,10 @@ def quit_reason(bye: Bye) -> str:
     if not words or words.lower() == "quit":
         return "quit"
     return f"quit: {words[:100]}"
+
+
+def _flood_error(cid: str | None = None) -> ProtocolError:
+    return ProtocolError("flood", "Too many messages too fast; not sent.", cid)
 
 
 class JsonSession(Session):
@@ -87,12 +155,16 @@ class JsonSession(Session):
         for line in lines:
             if self.ended:
                 break
-            self.lines_in += 1
+            if not isinstance(line, LineTooLong) and not line.strip():
+                continue  # blank lines are keep-alives: free, and never errors
+            admitted = self._admit()
+            if self.ended:
+                break
             message = None
             try:
                 message = self._decode(line)
-                if message is None:
-                    continue
+                if not admitted:
+                    raise _flood_error(getattr(message, "cid", None))
                 if isinstance(message, Say) and self.member.name is not None:
                     batch.append(self._check_say(message))
                     continue
@@ -104,11 +176,9 @@ class JsonSession(Session):
                 self.tell(Error(exc.code, exc.text, cid))
         self._flush_reporting(batch)
 
-    def _decode(self, line: bytes | LineTooLong) -> ClientMessage | None:
+    def _decode(self, line: bytes | LineTooLong) -> ClientMessage:
         if isinstance(line, LineTooLong):
             raise ProtocolError("too_long", f"a line may be at most {line.limit} bytes")
-        if not line.strip():
-            return None  # blank lines are keep-alives, not errors
         return decode_client(line)
 
     def _check_say(self, say: Say) -> Say:
@@ -124,11 +194,18 @@ class JsonSession(Session):
             self.tell(Error(exc.code, exc.text))
 
     def _flush(self, batch: list[Say]) -> None:
-        if batch:
-            try:
-                self.room.say(self.member, batch)
-            finally:
-                batch.clear()
+        """Broadcast the batch; if the room refuses it, each line is told so."""
+        if not batch:
+            return
+        try:
+            self.room.say(self.member, batch)
+        except ProtocolError as exc:
+            for say in batch[1:]:  # the caller reports the first
+                self.tell(Error(exc.code, exc.text, say.cid))
+            exc.cid = exc.cid or batch[0].cid
+            raise
+        finally:
+            batch.clear()
 
     def handle(self, message: ClientMessage) -> None:
         """Act on one message other than a ``say`` in a batch."""
@@ -136,6 +213,7 @@ class JsonSession(Session):
         if isinstance(message, Hello):
             if member.name is not None:
                 raise ProtocolError("already_registered", "you are already in")
+            self._check_password(message.password)
             room.join(member, message.name)
         elif isinstance(message, Ping):
             self.tell(Pong())
@@ -160,21 +238,31 @@ class JsonSession(Session):
 
 
 class PlainSession(JsonSession):
-    """A person typing lines: first a name, then text and slash commands."""
+    """A person typing lines: a name (and the room's password), then chat."""
+
+    def __init__(
+        self, room: Room, member: Member, policy: Policy | None = None
+    ) -> None:
+        super().__init__(room, member, policy)
+        self._wanted_name: str | None = None  # chosen, waiting for the password
 
     def receive(self, lines: Lines) -> None:
         batch: list[Say] = []
         for line in lines:
             if self.ended:
                 break
-            self.lines_in += 1
             try:
                 text = self._text(line)
                 if text is None:
                     continue
+                admitted = self._admit()
+                if self.ended:
+                    break
+                if not admitted:
+                    raise _flood_error()
                 if self.member.name is None:
                     self._flush(batch)
-                    self._choose_name(text)
+                    self._register(text)
                     continue
                 parsed = plain.parse_input(text)
                 if parsed is None:
@@ -190,18 +278,20 @@ class PlainSession(JsonSession):
             except ProtocolError as exc:
                 self._flush(batch)
                 self.tell(Error(exc.code, exc.text))
-                if self.member.name is None:
-                    self.tell(Notice("Choose another name:"))
+                if self.member.name is None and not self.ended:
+                    self._ask_again(exc)
         self._flush_reporting(batch)
 
     def _text(self, line: bytes | LineTooLong) -> str | None:
         if isinstance(line, LineTooLong):
+            self.lines_in += 1
             raise ProtocolError(
                 "too_long", f"Line too long (over {line.limit} bytes); not sent."
             )
         try:
             text = line.decode("utf-8").rstrip("\r")
         except UnicodeDecodeError:
+            self.lines_in += 1
             raise ProtocolError(
                 "bad_utf8", "That line is not valid UTF-8; it was not sent."
             ) from None
@@ -209,12 +299,27 @@ class PlainSession(JsonSession):
             return None
         return text
 
-    def _choose_name(self, text: str) -> None:
-        name = text.strip()
-        if name.lower() == "exit":
+    def _register(self, text: str) -> None:
+        """A line before joining: the name, or (if the room has one) the password."""
+        if text.strip().lower() == "exit":
             self.end("quit")
             return
+        if self.policy.password is None:
+            self.room.join(self.member, text.strip())
+            return
+        if self._wanted_name is None:
+            self._wanted_name = check_name(text.strip())
+            self.tell(Notice("This room has a password. Type it:"))
+            return
+        name, self._wanted_name = self._wanted_name, None
+        self._check_password(text)
         self.room.join(self.member, name)
+
+    def _ask_again(self, exc: ProtocolError) -> None:
+        if exc.code == "bad_password":
+            self.tell(Notice("Type your name, then the password:"))
+        elif exc.code != "flood":
+            self.tell(Notice("Choose another name:"))
 
 
 class EchoSession(Session):
@@ -226,7 +331,7 @@ class EchoSession(Session):
 
     def receive(self, lines: Lines) -> None:
         for line in lines:
-            self.lines_in += 1
+            self.lines_in += 1  # no flood control: an echo server is a mirror
             if isinstance(line, LineTooLong):
                 text = f"Line too long (over {line.limit} bytes)."
                 self.tell(Error("too_long", text))

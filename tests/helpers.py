@@ -37,8 +37,11 @@ def wait_for(
 def running_server(port: int = 0, **options: Any) -> Iterator[ChatServer]:
     """A ``ChatServer`` on 127.0.0.1 (port 0: any free one), serving in a thread.
 
-    Shut down and closed on exit, as the console does it.
+    Flood control is off unless ``flood_rate`` is given: most tests send
+    faster than a person types, on purpose.  Shut down and closed on exit, as
+    the console does it.
     """
+    options.setdefault("flood_rate", 0)
     config = ServerConfig(host="127.0.0.1", port=port, **options)
     server = ChatServer(config)
     thread = threading.Thread(

@@ -127,7 +127,7 @@ def test_kick_removes_a_member_with_the_reason(server, operator, recorder):
         ("/kick", ["Usage: /kick NAME [REASON]"]),
         ("/kick nobody", ["Nobody here is called nobody."]),
         ("/dance", ["Unknown command /dance; /help lists them."]),
-        ("/\x1b[2J", ["Unknown command /\\x1b[2j; /help lists them."]),
+        ("/\x1b[2J", ["Unknown command /\\x1b[2J; /help lists them."]),
         ("/help", list(OPERATOR_HELP)),
         ("   ", []),
     ],

@@ -475,3 +475,14 @@ def test_the_menus_offer_what_the_issue_asks_for(make_app):
     ]
     assert labels(app.menus["view"])[:2] == ["Larger text", "Smaller text"]
     assert labels(app.menus["help"]) == ["Commands", "About"]
+
+
+def test_control_characters_are_shown_escaped_not_obeyed(server, make_app):
+    app = make_app()
+    connected(app, server, "ada")
+    with json_client(server.port, "bob") as bob:
+        bob.send_json(type="say", text="red\x1b[31m \u202eevil\u200b\x07 ok 👋")
+        pump_until(app.root, lambda: "ok 👋" in app.view.contents())
+    shown = app.view.contents().splitlines()[-1]
+    assert shown.endswith("bob: red\\x1b[31m \\u202eevil\\u200b\\x07 ok 👋")
+    assert not any(ord(c) < 32 or 0x200B <= ord(c) <= 0x202E for c in shown)

@@ -882,3 +882,12 @@ def test_a_long_history_does_not_drop_newcomers():
             assert 0 < len(newcomer.welcome["history"]) < 50
             loud.send_line("still here?")
             assert newcomer.expect_json("message")["text"] == "still here?"
+
+
+def test_echo_clients_are_said_goodbye_in_plain_text_too():
+    with running_server(echo=True) as echo, LineClient(echo.port) as client:
+        client.send_line("hi")
+        assert client.next_line() == b"hi"
+        echo.shutdown()
+        echo.server_close()
+        assert client.expect_closed() == [b"* Server shutting down. Goodbye!"]

@@ -33,6 +33,7 @@ from ..client import (
     Connecting,
     Disconnected,
     Event,
+    Untrusted,
     default_name,
 )
 from ..protocol import (
@@ -102,6 +103,7 @@ class ChatApp:
         self._countdown_id: str | None = None
         self._retry_at = 0.0
         self._dialog: ConnectDialog | None = None
+        self._password: str | None = None  # for a reconnect after a TLS question
         self._closed = False
         self._build()
         root.report_callback_exception = self.report_callback_exception
@@ -180,23 +182,51 @@ class ChatApp:
 
     # -- connecting ----------------------------------------------------------
 
-    def ask_connect(self, message: str = "", focus_name: bool = False) -> None:
+    def ask_connect(self, message: str = "", focus: str = "") -> None:
         """Open the connect dialog (or bring the open one forward)."""
         if self._dialog is not None and self._dialog.winfo_exists():
             self._dialog.lift()
             return
         s = self.settings
         self._dialog = ConnectDialog(
-            self.root, s.host, s.port, s.name, self.connect, message, focus_name
+            self.root,
+            s.host,
+            s.port,
+            s.name,
+            self._connect_from_dialog,
+            message,
+            focus,
+            s.tls,
         )
 
-    def connect(self, host: str, port: int, name: str) -> None:
-        """Start connecting in the background; the window stays responsive."""
+    def _connect_from_dialog(
+        self, host: str, port: int, name: str, password: str | None, tls: bool
+    ) -> None:
+        self.connect(host, port, name, password=password, tls=tls)
+
+    def connect(
+        self,
+        host: str,
+        port: int,
+        name: str,
+        *,
+        password: str | None = None,
+        tls: bool = False,
+    ) -> None:
+        """Start connecting in the background; the window stays responsive.
+
+        Over TLS, a certificate trusted before (by "host:port") is pinned.
+        """
         self.disconnect(quiet=True)
-        self.settings.host, self.settings.port, self.settings.name = host, port, name
-        self.settings.save(self.settings_path)
+        s = self.settings
+        s.host, s.port, s.name, s.tls = host, port, name, tls
+        s.save(self.settings_path)
         self.me = name
-        self.client = ChatClient(host, port, name)
+        self._password = password
+        pinned = s.trusted.get(f"{host}:{port}") if tls else None
+        self.client = ChatClient(
+            host, port, name, password=password, tls=tls, fingerprint=pinned
+        )
         self.client.start()
         self._set_status(f"Connecting to {host}:{port}…")
 
@@ -251,6 +281,8 @@ class ChatApp:
             return self._disconnected(event)
         if isinstance(event, Closed):
             return []
+        if isinstance(event, Untrusted):
+            return self._untrusted(event)
         if isinstance(event, Welcome):
             self.me = event.name
             self.users.set_users(event.users, self.me)
@@ -276,12 +308,13 @@ class ChatApp:
             self.users.rename(event.old, event.new, self.me)
         elif isinstance(event, Users):
             self.users.set_users(event.users, self.me)
-        elif (
-            isinstance(event, Error)
-            and event.code == "name_taken"
-            and not (self.client and self.client.connected)
-        ):
-            return self._name_taken(event)
+        elif isinstance(event, Error) and not (self.client and self.client.connected):
+            if event.code == "name_taken":
+                return self._name_taken(event)
+            if event.code == "bad_password":
+                self.root.after_idle(
+                    self.ask_connect, f"{event.text} Try again:", "password"
+                )
         lines = lines_for(event, self.me)
         self._notify(event, lines)
         return lines
@@ -309,8 +342,33 @@ class ChatApp:
         self.settings.name = other
         self.disconnect(quiet=True)
         self._set_status("Not connected")
-        self.ask_connect(f"{event.text}. How about {other}?", focus_name=True)
+        self.ask_connect(f"{event.text}. How about {other}?", focus="name")
         return [notice_line(f"{event.text}. Choose another name.", "error")]
+
+    def _untrusted(self, event: Untrusted) -> list[Line]:
+        """A TLS server we do not know yet: ask the person, remember the answer."""
+        key = f"{event.host}:{event.port}"
+        if not self.ask_trust(event.host, event.port, event.fingerprint):
+            return [notice_line(f"Not connected: {key}'s certificate is not trusted.")]
+        self.settings.trusted[key] = event.fingerprint
+        self.settings.save(self.settings_path)
+        host, port, name = event.host, event.port, self.settings.name
+        password = self._password
+        self.root.after_idle(
+            lambda: self.connect(host, port, name, password=password, tls=True)
+        )
+        return [notice_line(f"Trusting {key}'s certificate from now on.")]
+
+    def ask_trust(self, host: str, port: int, fingerprint: str) -> bool:
+        """Ask whether to trust a certificate seen for the first time."""
+        return messagebox.askyesno(
+            "A new server certificate",
+            f"{host}:{port} speaks TLS with a certificate this computer has not "
+            f"seen before. Its fingerprint is:\n\n{fingerprint}\n\n"
+            "The server prints its fingerprint when it starts. Are they the "
+            "same? Trust it from now on?",
+            parent=self.root,
+        )
 
     def _notify(self, event: Event, lines: list[Line]) -> None:
         """Unread count while unfocused; the bell when someone names me."""

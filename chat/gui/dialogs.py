@@ -49,11 +49,13 @@ def suggest_other_name(name: str, taken: set[str] | None = None) -> str:
 
 
 class ConnectDialog(tk.Toplevel):
-    """Host, port and name, with Connect and Cancel.
+    """Host, port, name, password and TLS, with Connect and Cancel.
 
-    ``on_connect(host, port, name)`` is called with checked values; the
-    dialog then closes itself.  ``message`` is shown above the fields (used to
-    say that a name was taken, or that a connection failed).
+    ``on_connect(host, port, name, password, tls)`` is called with checked
+    values (``password`` is ``None`` when left empty); the dialog then closes
+    itself.  ``message`` is shown above the fields (used to say that a name
+    was taken, or that a connection failed); ``focus`` names the field to
+    start in.
     """
 
     def __init__(
@@ -62,9 +64,10 @@ class ConnectDialog(tk.Toplevel):
         host: str,
         port: int,
         name: str,
-        on_connect: Callable[[str, int, str], None],
+        on_connect: Callable[[str, int, str, str | None, bool], None],
         message: str = "",
-        focus_name: bool = False,
+        focus: str = "",
+        tls: bool = False,
     ) -> None:
         super().__init__(master)
         self.title("Connect to a chat server")
@@ -80,8 +83,14 @@ class ConnectDialog(tk.Toplevel):
         self.host = self._field(body, 1, "Server address:", host)
         self.port = self._field(body, 2, "Port:", str(port))
         self.name = self._field(body, 3, "Your name:", name)
+        self.password = self._field(body, 4, "Password (if any):", "")
+        self.password.configure(show="•")
+        self.tls = tk.BooleanVar(self, value=tls)
+        ttk.Checkbutton(
+            body, text="Use TLS (the server must offer it)", variable=self.tls
+        ).grid(row=5, column=0, columnspan=2, sticky="w", pady=(6, 0))
         buttons = ttk.Frame(body)
-        buttons.grid(row=4, column=0, columnspan=2, sticky="e", pady=(12, 0))
+        buttons.grid(row=6, column=0, columnspan=2, sticky="e", pady=(12, 0))
         self.connect_button = ttk.Button(
             buttons, text="Connect", default="active", command=self.submit
         )
@@ -91,7 +100,8 @@ class ConnectDialog(tk.Toplevel):
         self.bind("<Return>", lambda e: self.submit())
         self.bind("<KP_Enter>", lambda e: self.submit())
         self.bind("<Escape>", lambda e: self.destroy())
-        target = self.name if focus_name or not name else self.host
+        fields = {"name": self.name, "password": self.password, "host": self.host}
+        target = fields.get(focus) or (self.host if name else self.name)
         target.focus_set()
         target.select_range(0, "end")
 
@@ -110,5 +120,7 @@ class ConnectDialog(tk.Toplevel):
             self.message.configure(text=checked)
             self.bell()
             return
+        password = self.password.get() or None
+        tls = self.tls.get()
         self.destroy()
-        self._on_connect(*checked)
+        self._on_connect(*checked, password, tls)

@@ -5,6 +5,11 @@ all the styling (colours, bold, italics), which ``view.py`` configures.  The
 pieces are built by splitting strings, never by counting characters, so a
 character outside the Basic Multilingual Plane (Tk counts an emoji as two
 positions) can never shift a highlight.
+
+Everything a peer wrote is shown through ``escape_text``, as on the server's
+console: an escape sequence, a right-to-left override or a zero-width space
+is shown as ``\\x1b``, ``\\u202e``, ``\\u200b``, so nothing can hide, reorder
+or disguise text (and students see exactly what was sent).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ..protocol import (
     ServerMessage,
     Users,
     Welcome,
+    escape_text,
 )
 
 #: Colours for people's names: readable on white, told apart at a glance.
@@ -81,7 +87,8 @@ def _mention_pattern(name: str) -> re.Pattern[str]:
 
 
 def _text_pieces(text: str, my_name: str, base: tuple[str, ...]) -> list[Piece]:
-    """``text`` cut around mentions of me, which get the ``mention`` tag."""
+    """``text``, escaped, cut around mentions of me (tagged ``mention``)."""
+    text = escape_text(text)
     if not my_name:
         return [(text, base)]
     pieces: list[Piece] = []
@@ -124,7 +131,8 @@ def private_line(message: PrivateMessage, my_name: str) -> Line:
 
 
 def notice_line(text: str, kind: str = "notice") -> Line:
-    return Line(((f"{time.strftime('%H:%M')} ", ("time",)), (text, (kind,))), kind)
+    piece = (escape_text(text), (kind,))
+    return Line(((f"{time.strftime('%H:%M')} ", ("time",)), piece), kind)
 
 
 def lines_for(event: ServerMessage, my_name: str) -> list[Line]:

@@ -41,6 +41,7 @@ class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     name: str = ""
+    tls: bool = False
     font_size: int = 11
     #: TLS certificate fingerprints the user chose to trust, by "host:port".
     trusted: dict[str, str] = field(default_factory=dict)
@@ -62,7 +63,7 @@ class Settings:
         for f in fields(cls):
             value = data.get(f.name)
             default = getattr(settings, f.name)
-            if isinstance(value, type(default)) and not isinstance(value, bool):
+            if type(value) is type(default):  # exactly: true is no port number
                 setattr(settings, f.name, value)
         return settings
 
