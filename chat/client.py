@@ -183,7 +183,7 @@ class ChatClient:
         reconnect: bool = True,
         retry_first: bool = True,
         connect_timeout: float = CONNECT_TIMEOUT,
-        keepalive: float = KEEPALIVE,
+        keepalive: float | None = None,
         events: queue.Queue | None = None,
     ) -> None:
         self.host = host
@@ -196,7 +196,7 @@ class ChatClient:
         self.reconnect = reconnect
         self.retry_first = retry_first
         self.connect_timeout = connect_timeout
-        self.keepalive = keepalive
+        self.keepalive = KEEPALIVE if keepalive is None else keepalive
         #: The server certificate's fingerprint, once a TLS handshake is done.
         self.server_fingerprint = ""
         self.events: queue.Queue[Event] = queue.Queue() if events is None else events
