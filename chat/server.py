@@ -229,6 +229,11 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         with self._lock:
             return list(self._handlers)
 
+    def connections_from(self, host: str) -> int:
+        """How many connections from ``host`` count against ``--max-per-address``."""
+        with self._lock:
+            return self._per_address.get(host, 0)
+
     # -- the operator's powers ------------------------------------------------
 
     def ban(self, target: str, reason: str = "banned by the operator") -> str:

@@ -21,6 +21,7 @@ from tests.helpers import (
     json_client,
     plain_client,
     running_server,
+    wait_for,
 )
 from tests.test_client import next_event
 
@@ -288,7 +289,8 @@ def test_the_per_address_cap_tells_the_extra_connection_why():
             [line] = third.expect_closed()
             assert b'"code":"too_many_connections"' in line
             assert b"at most 2" in line
-        # Once they are gone, the address may connect again.
+        # Once the server has let them go, the address may connect again.
+        wait_for(lambda: server.connections_from("127.0.0.1") == 0, what="release")
         with json_client(server.port, "three") as three:
             assert three.welcome["name"] == "three"
 
