@@ -55,12 +55,13 @@ RECV_BYTES = 8192
 #: line has not come within this many seconds.
 PROMPT_DELAY = 0.3
 #: The longest a reader waits without looking at its clock.
-IDLE_CHECK = 1.0
+MAX_WAIT = 60.0
 TLS_HANDSHAKE_TIMEOUT = 10.0
 #: What everyone is told when the server stops.
 GOODBYE = "Server shutting down. Goodbye!"
 
 _HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"OPTIONS ", b"DELETE ")
+_SNIFF_BYTES = 8  # enough to tell "OPTIONS " or a TLS record header
 
 
 @dataclass
@@ -326,7 +327,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
             if config.echo:
                 self.member.render = plain.render_bytes
                 self.session = EchoSession(self.server.room, self.member)
-            first = True
+            head = b""  # the first bytes, until we know what is talking to us
             while not (self.session and self.session.ended):
                 data = self._recv(self._time_to_next_check())
                 if data == b"":
@@ -335,9 +336,11 @@ class ChatHandler(socketserver.BaseRequestHandler):
                     self._check_clock()
                     continue
                 self._heard, self._pinged = time.monotonic(), 0.0
-                if first and self._foreign(data):
-                    return
-                first = False
+                if self.session is None and len(head) < _SNIFF_BYTES:
+                    # A browser's request may come a byte at a time too.
+                    head = (head + data)[:_SNIFF_BYTES]
+                    if self._foreign(head):
+                        return
                 self._receive(data)
         except ProtocolError as exc:  # the stream cannot be trusted any more
             self.outbox.put(self.member.render(Error(exc.code, exc.text)))
@@ -369,14 +372,15 @@ class ChatHandler(socketserver.BaseRequestHandler):
     def _time_to_next_check(self) -> float:
         """Seconds until the next thing the clock must look at."""
         config = self.server.config
-        due = [self._started + IDLE_CHECK * 60]
+        now = time.monotonic()
+        due = [now + MAX_WAIT]  # from now: a fixed moment would pass, then spin
         if self.session is None and not self._prompted and not config.echo:
             due.append(self._started + PROMPT_DELAY)
         if self.member.name is None and config.register_timeout and not config.echo:
             due.append(self._started + config.register_timeout)
         if self._pinging():
             due.append((self._pinged or self._heard) + config.ping_interval)
-        return max(min(due) - time.monotonic(), 0.0)
+        return max(min(due) - now, 0.0)
 
     def _pinging(self) -> bool:
         return (

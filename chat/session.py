@@ -295,7 +295,7 @@ class PlainSession(JsonSession):
             raise ProtocolError(
                 "bad_utf8", "That line is not valid UTF-8; it was not sent."
             ) from None
-        if text.strip() == "" or text.strip("\x00") == "":
+        if not text.replace("\x00", "").strip():  # blank, even with NULs and CRs
             return None
         return text
 

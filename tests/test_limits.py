@@ -303,3 +303,16 @@ def test_no_per_address_cap_by_default():
         finally:
             for client in clients:
                 client.close()
+
+
+def test_an_old_quiet_connection_does_not_spin():
+    # Regression: a deadline fixed at connect time + 60 s made every reader
+    # poll with a zero timeout, in a busy loop, once its connection was old.
+    with (
+        running_server(ping_interval=0, register_timeout=0) as server,
+        plain_client(server.port, "old"),
+    ):
+        [handler] = server.connections()
+        handler._started -= 3600  # an hour old
+        handler._heard -= 3600
+        assert handler._time_to_next_check() > 30
