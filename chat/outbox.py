@@ -32,6 +32,10 @@ from collections.abc import Callable
 log = logging.getLogger("chat.outbox")
 
 DEFAULT_LIMIT = 1024 * 1024
+#: An outbox holding more than this is "behind".  When most are behind, the
+#: room as a whole is sending faster than it can deliver, and the readers wait
+#: (``Writer.wait_for_room``).  A minority behind slows nobody down.
+HIGH_WATER = 256 * 1024
 #: How long a closing or hung-up connection may take to accept its last bytes.
 LINGER = 1.0
 
@@ -60,6 +64,7 @@ class Outbox:
         self._hang_up = False  # shut down once everything queued is sent
         self._closing = False  # the reader is done: close once sent
         self._ended = False  # no more puts are accepted
+        self._behind = False  # counted in writer._behind
         self.end_reason: str | None = None
         # Writer thread only:
         self._backlog = bytearray()  # unsent bytes, waiting for the socket
@@ -84,6 +89,8 @@ class Outbox:
             self._queued += len(data)
             if self._queued > self.limit:
                 self._end("slow consumer")
+            elif self._queued > HIGH_WATER and not self._behind:
+                writer._note_level(self)
             wake = writer._schedule(self)
         if wake:
             writer._wake()
@@ -111,6 +118,7 @@ class Outbox:
                 self._end(reason)
             else:
                 self._ended = self._hang_up = True
+            writer._note_level(self)  # an ending outbox is never "behind"
             wake = writer._schedule(self)
         if wake:
             writer._wake()
@@ -119,6 +127,7 @@ class Outbox:
         self._ended = True
         self.end_reason = reason
         self._chunks.clear()
+        self._writer._note_level(self)
 
 
 class Writer:
@@ -126,6 +135,7 @@ class Writer:
 
     Owned by the server: ``start()`` it, ``open()`` an outbox per connection,
     and ``stop()`` it last, after every reader has called ``Outbox.close()``.
+    Readers call ``wait_for_room`` before reading more from their client.
     """
 
     def __init__(self, name: str = "writer") -> None:
@@ -134,6 +144,9 @@ class Writer:
         self._ready: list[Outbox] = []  # outboxes with something new
         self._sleeping = False  # the thread waits in select(): wake it
         self._stopping = False
+        self._connections = 0  # outboxes opened and not yet finished
+        self._behind = 0  # outboxes holding more than HIGH_WATER
+        self._room = threading.Condition(self._lock)  # notified when _behind drops
         # Writer thread only:
         self._open: set[Outbox] = set()
         self._waiting: set[Outbox] = set()  # registered for EVENT_WRITE
@@ -154,7 +167,44 @@ class Writer:
 
     def open(self, sock: socket.socket, limit: int = DEFAULT_LIMIT) -> Outbox:
         """A new outbox for ``sock``; the writer closes ``sock`` in the end."""
+        with self._lock:
+            self._connections += 1
         return Outbox(self, sock, limit)
+
+    def wait_for_room(self, timeout: float) -> bool:
+        """Block while most connections are behind (at most ``timeout`` s).
+
+        Called by a reader before it reads more from its client.  When more
+        than half of all connections hold over ``HIGH_WATER`` unsent bytes, the
+        room is at capacity: reading more would only fill every outbox until
+        everyone is dropped as a slow consumer.  Waiting here slows the
+        senders down instead (TCP pushes back on them).  A slow *minority*
+        never causes a wait: they are dropped at their limit.  True if there
+        is room now.
+        """
+        with self._room:
+            return self._room.wait_for(self._has_room, timeout)
+
+    def _has_room(self) -> bool:  # with _lock held
+        return self._behind * 2 <= self._connections
+
+    def _note_level(self, outbox: Outbox) -> None:
+        """Recount ``outbox`` as behind or not (``_lock`` held).
+
+        It falls behind above ``HIGH_WATER`` and catches up below half of it,
+        so a level near the mark does not flap.
+        """
+        if outbox._ended:
+            behind = False
+        elif outbox._behind:
+            behind = outbox._queued > HIGH_WATER // 2
+        else:
+            behind = outbox._queued > HIGH_WATER
+        if behind != outbox._behind:
+            outbox._behind = behind
+            self._behind += 1 if behind else -1
+            if not behind:
+                self._room.notify_all()
 
     def stop(self, timeout: float = 3 * LINGER) -> None:
         """Finish the outboxes still closing, then end the thread and join it."""
@@ -216,6 +266,8 @@ class Writer:
             for outbox in self._unsettled:
                 outbox._queued -= outbox._sent
                 outbox._sent = 0
+                if outbox._behind:
+                    self._note_level(outbox)
             self._unsettled.clear()
             ready, self._ready = self._ready, []
             work = []
@@ -322,9 +374,15 @@ class Writer:
                 outbox.end_reason = "connection lost"
             outbox._ended = True
             outbox._chunks.clear()
+            self._note_level(outbox)
         self._shutdown(outbox)
 
     def _finish(self, outbox: Outbox) -> None:
+        with self._lock:
+            self._connections -= 1
+            outbox._ended = True
+            self._note_level(outbox)
+            self._room.notify_all()
         self._stop_waiting(outbox)
         self._open.discard(outbox)
         outbox._backlog.clear()

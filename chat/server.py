@@ -57,6 +57,8 @@ PROMPT_DELAY = 0.3
 #: The longest a reader waits without looking at its clock.
 MAX_WAIT = 60.0
 TLS_HANDSHAKE_TIMEOUT = 10.0
+#: How long a reader waits at a time for a saturated room (see wait_for_room).
+ROOM_WAIT = 0.5
 #: What everyone is told when the server stops.
 GOODBYE = "Server shutting down. Goodbye!"
 
@@ -329,6 +331,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
                 self.session = EchoSession(self.server.room, self.member)
             head = b""  # the first bytes, until we know what is talking to us
             while not (self.session and self.session.ended):
+                if not self.server.writer.wait_for_room(ROOM_WAIT):
+                    continue  # the room is saturated: read nothing more yet
                 data = self._recv(self._time_to_next_check())
                 if data == b"":
                     break

@@ -8,6 +8,7 @@ test_server.py and test_hostile.py.)
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
@@ -316,3 +317,52 @@ def test_an_old_quiet_connection_does_not_spin():
         handler._started -= 3600  # an hour old
         handler._heard -= 3600
         assert handler._time_to_next_check() > 30
+
+
+# -- a room at capacity ----------------------------------------------------------
+
+
+def test_a_room_at_capacity_slows_its_sender_instead_of_dropping_everyone():
+    # Every receiver reads, but slower than one client can send: without the
+    # room's back-pressure each outbox would pass its limit and all of them
+    # would be dropped as slow consumers.
+    count, size = 4000, 500
+    with running_server(max_outbox_bytes=512 * 1024) as server:
+        receivers = [json_client(server.port, f"r{i}") for i in range(4)]
+        received = {}
+
+        def read_slowly(client, name):
+            for sock_buffer in (socket.SO_RCVBUF,):
+                client.sock.setsockopt(socket.SOL_SOCKET, sock_buffer, 8192)
+            got = 0
+            while got < count:
+                message = client.next_json(timeout=DEADLINE * 4)
+                if message["type"] == "message":
+                    got += 1
+                    if got % 100 == 0:
+                        time.sleep(0.01)  # a slow reader: pacing, not syncing
+            received[name] = got
+
+        threads = [
+            threading.Thread(target=read_slowly, args=(c, i), name=f"slow reader {i}")
+            for i, c in enumerate(receivers)
+        ]
+        try:
+            # A plain sender: it gets no echoes, so it is never behind itself.
+            with plain_client(server.port, "sender") as sender:
+                for thread in threads:
+                    thread.start()
+                text = b"s" * size
+                payload = b"".join(b"%s %d\n" % (text, i) for i in range(count))
+                sender.sock.settimeout(DEADLINE * 6)
+                started = time.monotonic()
+                sender.send_raw(payload)  # blocks while the room catches up
+                for thread in threads:
+                    thread.join(DEADLINE * 6)
+                took = time.monotonic() - started
+                assert received == {i: count for i in range(4)}, took
+                # Nobody was dropped as a slow consumer.
+                assert server.room.names() == ("r0", "r1", "r2", "r3", "sender")
+        finally:
+            for client in receivers:
+                client.close()

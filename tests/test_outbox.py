@@ -1,0 +1,231 @@
+"""The writer and its outboxes, on socket pairs: order, backlogs, limits, endings.
+
+Each test opens outboxes for one end of ``socket.socketpair()`` and reads
+the other end, so every byte really goes through the kernel.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from chat import outbox as outbox_module
+from chat.outbox import HIGH_WATER, Writer
+from tests.helpers import DEADLINE, wait_for
+
+
+@pytest.fixture
+def writer():
+    w = Writer()
+    w.start()
+    yield w
+    w.stop()
+
+
+class Pair:
+    """An outbox on one end of a socket pair; the test reads the other end."""
+
+    def __init__(self, writer: Writer, limit: int = outbox_module.DEFAULT_LIMIT):
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        self.peer = theirs
+        self.peer.settimeout(DEADLINE)
+        self.outbox = writer.open(ours, limit)
+        self.received = b""
+
+    def shrink_buffers(self) -> None:
+        """Small kernel buffers, so that backlogs appear after a little data."""
+        self.outbox.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        self.peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+    def read(self, count: int) -> bytes:
+        """Read until ``count`` bytes in all have arrived."""
+        while len(self.received) < count:
+            data = self.peer.recv(65536)
+            if not data:
+                break
+            self.received += data
+        return self.received
+
+    def read_to_end(self) -> bytes:
+        while True:
+            try:
+                data = self.peer.recv(65536)
+            except ConnectionResetError:
+                return self.received
+            if not data:
+                return self.received
+            self.received += data
+
+    def close(self) -> None:
+        self.outbox.close()
+        self.peer.close()
+
+
+def test_pieces_arrive_whole_and_in_order(writer):
+    pair = Pair(writer)
+    pieces = [f"line {i}\n".encode() for i in range(1000)]
+    for piece in pieces:
+        pair.outbox.put(piece)
+    assert pair.read(sum(map(len, pieces))) == b"".join(pieces)
+    pair.close()
+
+
+def test_one_broadcast_reaches_everyone_identically(writer):
+    pairs = [Pair(writer) for _ in range(20)]
+    data = [f"message {i}\n".encode() for i in range(200)]
+    for piece in data:
+        for pair in pairs:
+            pair.outbox.put(piece)  # the same bytes object on every outbox
+    expected = b"".join(data)
+    for pair in pairs:
+        assert pair.read(len(expected)) == expected
+        pair.close()
+
+
+def test_a_reader_that_pauses_gets_everything_later_in_order(writer):
+    pair = Pair(writer)
+    pair.shrink_buffers()
+    pieces = [b"x" * 1000 + f" {i}\n".encode() for i in range(300)]  # ~300 KB
+    for piece in pieces:
+        pair.outbox.put(piece)
+    wait_for(lambda: pair.outbox.queued > 0, what="a backlog to form")
+    expected = b"".join(pieces)
+    assert pair.read(len(expected)) == expected  # now it reads: all of it comes
+    wait_for(lambda: pair.outbox.queued == 0, what="the backlog to drain")
+    pair.close()
+
+
+def test_a_reader_that_never_reads_is_dropped_as_a_slow_consumer(writer):
+    stalled = Pair(writer, limit=64 * 1024)
+    stalled.shrink_buffers()
+    healthy = Pair(writer)
+    piece = b"y" * 999 + b"\n"
+    sent = 0
+    while stalled.outbox.end_reason is None and sent < 10_000:  # bounded
+        stalled.outbox.put(piece)
+        healthy.outbox.put(piece)
+        sent += 1
+    assert stalled.outbox.end_reason == "slow consumer"
+    assert sent < 500  # it took roughly the limit plus kernel buffers
+    # The healthy one was never held up: all of it is there.
+    assert healthy.read(sent * len(piece)) == piece * sent
+    stalled.outbox.put(b"more")  # ignored once ended, and never blocks
+    healthy.close()
+    stalled.close()
+
+
+def test_hang_up_sends_what_is_queued_then_ends_the_connection(writer):
+    pair = Pair(writer)
+    pair.outbox.put(b"last words\n")
+    pair.outbox.hang_up()
+    pair.outbox.put(b"too late\n")  # after a hang-up, nothing more is taken
+    assert pair.read_to_end() == b"last words\n"
+    pair.close()
+
+
+def test_abort_drops_what_is_queued(writer):
+    pair = Pair(writer)
+    pair.shrink_buffers()
+    for _ in range(200):
+        pair.outbox.put(b"z" * 1000)
+    pair.outbox.abort("kicked")
+    assert len(pair.read_to_end()) < 200 * 1000
+    assert pair.outbox.end_reason == "kicked"
+    pair.close()
+
+
+def test_close_sends_the_rest_then_closes_the_socket(writer):
+    pair = Pair(writer)
+    pair.outbox.put(b"goodbye\n")
+    pair.outbox.close()
+    assert pair.read_to_end() == b"goodbye\n"
+    wait_for(lambda: pair.outbox.sock.fileno() == -1, what="the writer to close it")
+    pair.peer.close()
+
+
+def test_a_peer_that_vanishes_is_noticed(writer):
+    pair = Pair(writer)
+    pair.peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+    pair.peer.close()
+    for _ in range(100):  # bounded: the first sends fail, the rest are ignored
+        pair.outbox.put(b"anyone there?\n")
+    wait_for(lambda: pair.outbox.end_reason is not None, what="the loss")
+    assert pair.outbox.end_reason == "connection lost"
+    pair.outbox.close()
+
+
+def test_stop_closes_whatever_is_left(writer):
+    pairs = [Pair(writer) for _ in range(3)]
+    for pair in pairs:
+        pair.outbox.put(b"bye\n")
+        pair.outbox.close()
+    writer.stop()
+    for pair in pairs:
+        assert pair.read_to_end() == b"bye\n"
+        assert pair.outbox.sock.fileno() == -1
+        pair.peer.close()
+
+
+# -- the room at capacity ------------------------------------------------------
+
+
+def fill(pair: Pair, amount: int) -> None:
+    """Queue ``amount`` bytes that the peer does not read."""
+    piece = b"w" * 4095 + b"\n"
+    for _ in range(amount // len(piece) + 1):
+        pair.outbox.put(piece)
+
+
+def test_a_minority_behind_never_makes_readers_wait(writer):
+    pairs = [Pair(writer, limit=16 * HIGH_WATER) for _ in range(5)]
+    for pair in pairs[:2]:  # two of five are far behind
+        pair.shrink_buffers()
+        fill(pair, 2 * HIGH_WATER)
+    wait_for(lambda: pairs[0].outbox.queued > HIGH_WATER, what="a backlog")
+    started = time.monotonic()
+    assert writer.wait_for_room(1.0)
+    assert time.monotonic() - started < 0.5
+    for pair in pairs:
+        pair.close()
+
+
+def test_most_behind_makes_readers_wait_until_they_catch_up(writer):
+    pairs = [Pair(writer, limit=16 * HIGH_WATER) for _ in range(3)]
+    for pair in pairs[:2]:  # two of three: the room is at capacity
+        pair.shrink_buffers()
+        fill(pair, 2 * HIGH_WATER)
+    assert not writer.wait_for_room(0.2)  # it waits, then says "no room"
+    room = []
+    waiting = threading.Thread(
+        target=lambda: room.append(writer.wait_for_room(DEADLINE)), name="a reader"
+    )
+    waiting.start()
+    readers = [  # now they read, and fall below half the mark
+        threading.Thread(target=pair.read, args=(2 * HIGH_WATER,), name="catching up")
+        for pair in pairs[:2]
+    ]
+    for reader in readers:
+        reader.start()
+    waiting.join(DEADLINE)
+    for reader in readers:
+        reader.join(DEADLINE)
+    assert room == [True]
+    for pair in pairs:
+        pair.close()
+
+
+def test_an_ending_outbox_never_holds_the_room_up(writer):
+    pairs = [Pair(writer, limit=16 * HIGH_WATER) for _ in range(2)]
+    for pair in pairs:
+        pair.shrink_buffers()
+        fill(pair, 2 * HIGH_WATER)
+    assert not writer.wait_for_room(0.1)
+    for pair in pairs:
+        pair.outbox.hang_up()  # a shutdown must not wait behind its own backlog
+    assert writer.wait_for_room(DEADLINE)
+    for pair in pairs:
+        pair.close()
