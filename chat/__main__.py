@@ -117,9 +117,10 @@ def describe(event, client: ChatClient) -> list[str]:
     if isinstance(event, Connected):
         return []
     if isinstance(event, Disconnected):
+        reason = event.reason.rstrip(".")
         if event.retry_in is None:
-            return [f"* Disconnected: {event.reason}."]
-        return [f"* Disconnected: {event.reason}. Trying again in {event.retry_in} s."]
+            return [f"* Disconnected: {reason}."]
+        return [f"* Disconnected: {reason}. Trying again in {event.retry_in} s."]
     if isinstance(event, Message) and event.sender == client.name and not event.me:
         return []  # you typed it: it is on your screen already
     if isinstance(event, Closed):

@@ -308,9 +308,9 @@ class ChatClient:
             # One timeout serves both threads: recv is only called once poll
             # says there is data, so it only bounds sendall.
             sock.settimeout(SEND_TIMEOUT)
-            tls = None
+            tls, pending = None, b""
             if self.tls:
-                tls, refusal = self._start_tls(sock)
+                tls, pending, refusal = self._start_tls(sock)
                 if refusal is not None:
                     return refusal
             link = _Link(sock, tls)
@@ -318,7 +318,7 @@ class ChatClient:
                 self._link = link
             self._emit(Connected(self.host, self.port))
             link.send(encode(Hello(self.name, self.password)))
-            return self._read(link, first)
+            return self._read(link, first, pending)
         except OSError as exc:
             return _Ending(f"connection lost ({exc.strerror or exc})")
         finally:
@@ -362,37 +362,45 @@ class ChatClient:
 
     def _start_tls(
         self, sock: socket.socket
-    ) -> tuple[TlsChannel | None, _Ending | None]:
-        """The TLS handshake and the check of the server's certificate."""
+    ) -> tuple[TlsChannel | None, bytes, _Ending | None]:
+        """The handshake and the check of the server's certificate.
+
+        Returns the channel, the plain text that came with the handshake, and
+        (when the connection cannot go on) why.
+        """
         context = client_context(self.cafile)
         hostname = self.host if self.cafile else None
         channel = TlsChannel(context, server_side=False, server_hostname=hostname)
         try:
-            channel.handshake(sock, self.connect_timeout)
+            pending = channel.handshake(sock, self.connect_timeout)
         except ssl.SSLCertVerificationError as exc:
             reason = f"the server's certificate is not trusted ({exc.verify_message})"
-            return None, _Ending(reason, "tls_untrusted", fatal=True)
+            return None, b"", _Ending(reason, "tls_untrusted", fatal=True)
         except ssl.SSLError:
             reason = "the server does not speak TLS (connect without TLS)"
-            return None, _Ending(reason, "tls_mismatch", fatal=True)
+            return None, b"", _Ending(reason, "tls_mismatch", fatal=True)
         seen = channel.peer_fingerprint()
         self.server_fingerprint = seen
         if self.cafile:
-            return channel, None
+            return channel, pending, None
         if self.fingerprint is None:
             self._emit(Untrusted(self.host, self.port, seen))
             reason = "the server's certificate is not known yet"
-            return None, _Ending(reason, "tls_unknown", fatal=True)
+            return None, b"", _Ending(reason, "tls_unknown", fatal=True)
         if _normal_fingerprint(self.fingerprint) != _normal_fingerprint(seen):
             reason = f"the server's certificate has changed (it is now {seen})"
-            return None, _Ending(reason, "tls_changed", fatal=True)
-        return channel, None
+            return None, b"", _Ending(reason, "tls_changed", fatal=True)
+        return channel, pending, None
 
-    def _read(self, link: _Link, first: bool) -> _Ending:
+    def _read(self, link: _Link, first: bool, pending: bytes = b"") -> _Ending:
         decoder = LineDecoder(MAX_SERVER_LINE, MAX_SERVER_LINE)
         self._farewell = ""
         heard = time.monotonic()
         pinged = 0.0
+        if pending:  # text that came in with the TLS handshake
+            fatal = self._receive(decoder.feed(pending), first)
+            if fatal:
+                return _Ending(fatal, fatal=True)
         with selectors.DefaultSelector() as selector:
             selector.register(link.sock, selectors.EVENT_READ)
             while not self._stopping.is_set():

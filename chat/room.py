@@ -167,6 +167,9 @@ class Room:
                 (new_key if key == old_key else key): m
                 for key, m in self._members.items()
             }
+            if old_key in self._muted:  # a new name is no way out of a mute
+                self._muted.discard(old_key)
+                self._muted.add(new_key)
             member.name = new_name
             self._fan_out((Renamed(old_name, new_name),))
         log.info("* %s is now known as %s", old_name, new_name)

@@ -43,6 +43,7 @@ from .protocol import (
     ProtocolError,
     encode,
     looks_like_json,
+    name_key,
 )
 from .room import DEFAULT_HISTORY, Member, Room
 from .session import EchoSession, JsonSession, PlainSession, Policy, Session
@@ -128,6 +129,7 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self._readers: set[threading.Thread] = set()  # guarded by _lock
         self._per_address: dict[str, int] = {}  # guarded by _lock
         self._banned: set[str] = set()  # addresses; guarded by _lock
+        self._banned_with: dict[str, str] = {}  # name key -> its address; _lock
         self._closing = False  # server_close() has begun; guarded by _lock
         self.writer = outbox_module.Writer()
         self.writer.start()
@@ -255,6 +257,8 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             return f"Nobody here is called {target}, and it is not an address."
         with self._lock:
             self._banned.add(address)
+            if member is not None:
+                self._banned_with[name_key(target)] = address
             victims = [h for h in self._handlers if h.client_address[0] == address]
         for handler in victims:
             if handler.member.name is not None:
@@ -265,9 +269,11 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         return f"Banned {what}: {len(victims)} connection(s) closed."
 
     def unban(self, target: str) -> bool:
+        """Lift a ban on a name (and the address banned with it) or an address."""
         with self._lock:
-            found = target in self._banned
-            self._banned.discard(target)
+            address = self._banned_with.pop(name_key(target), target)
+            found = address in self._banned
+            self._banned.discard(address)
         return self.room.unban_name(target) or found
 
     def banned(self) -> list[str]:
@@ -324,16 +330,22 @@ class ChatHandler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         config = self.server.config
         try:
-            if self.server.tls_context is not None and not self._start_tls():
-                return
+            pending = b""  # plain text that came in with the TLS handshake
+            if self.server.tls_context is not None:
+                pending = self._start_tls()
+                if pending is None:
+                    return
             if config.echo:
                 self.member.render = plain.render_bytes
                 self.session = EchoSession(self.server.room, self.member)
             head = b""  # the first bytes, until we know what is talking to us
             while not (self.session and self.session.ended):
-                if not self.server.writer.wait_for_room(ROOM_WAIT):
+                if pending:
+                    data, pending = pending, b""
+                elif not self.server.writer.wait_for_room(ROOM_WAIT):
                     continue  # the room is saturated: read nothing more yet
-                data = self._recv(self._time_to_next_check())
+                else:
+                    data = self._recv(self._time_to_next_check())
                 if data == b"":
                     break
                 if data is None:
@@ -476,23 +488,36 @@ class ChatHandler(socketserver.BaseRequestHandler):
             if data:
                 return data
 
-    def _start_tls(self) -> bool:
-        """The TLS handshake, before anything else.  False if it failed."""
-        self.tls = TlsChannel(self.server.tls_context, server_side=True)
+    def _start_tls(self) -> bytes | None:
+        """The TLS handshake, before anything else.
+
+        Returns the plain text that arrived with it, or ``None`` if this is
+        not a TLS client (it is told so, in words) or the handshake failed.
+        """
+        first = self._recv(TLS_HANDSHAKE_TIMEOUT)  # raw: self.tls is not set yet
+        if not first:
+            if first is None:  # silence: most likely a person on nc, waiting
+                self._refuse_plain_text()
+            return None
+        if first[0] != 0x16:  # a TLS client starts with a handshake record
+            self._refuse_plain_text()
+            return None
+        tls = TlsChannel(self.server.tls_context, server_side=True)
         try:
-            self.tls.handshake(self.request, TLS_HANDSHAKE_TIMEOUT)
-        except (OSError, ssl.SSLError) as exc:
-            self.tls = None
+            pending = tls.handshake(self.request, TLS_HANDSHAKE_TIMEOUT, first)
+        except OSError as exc:  # ssl.SSLError included
             log.info("TLS handshake with %s failed: %s", self.address, exc)
-            if isinstance(exc, ssl.SSLError):  # probably plain text: say so
-                self.outbox.put(
-                    b"This chat server speaks TLS: connect with the chat client "
-                    b"and --tls (see docs/limits.md).\n"
-                )
-                self.outbox.hang_up()
-            return False
-        self.outbox.transform = self.tls.encrypt
-        return True
+            return None
+        self.tls = tls
+        self.outbox.transform = tls.encrypt
+        return pending
+
+    def _refuse_plain_text(self) -> None:
+        self.outbox.put(
+            b"This chat server speaks TLS: connect with the chat client "
+            b"and --tls (see docs/limits.md).\n"
+        )
+        self._end("not a TLS client")
 
     def _foreign(self, data: bytes) -> bool:
         """Is the first data from a browser or a TLS client?  Then answer it."""

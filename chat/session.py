@@ -132,6 +132,8 @@ class Session:
         self._bad_passwords += 1
         if self._bad_passwords >= MAX_PASSWORD_TRIES:
             self.end("bad password")
+        if given is None:
+            raise ProtocolError("bad_password", "This room needs a password.")
         raise ProtocolError("bad_password", "That is not the room's password.")
 
 
@@ -191,7 +193,7 @@ class JsonSession(Session):
         try:
             self._flush(batch)
         except ProtocolError as exc:
-            self.tell(Error(exc.code, exc.text))
+            self.tell(Error(exc.code, exc.text, exc.cid))
 
     def _flush(self, batch: list[Say]) -> None:
         """Broadcast the batch; if the room refuses it, each line is told so."""

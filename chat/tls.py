@@ -86,15 +86,22 @@ class TlsChannel:
             server_hostname=server_hostname,
         )
 
-    def handshake(self, sock: socket.socket, timeout: float) -> None:
+    def handshake(
+        self, sock: socket.socket, timeout: float, received: bytes = b""
+    ) -> bytes:
         """Do the handshake on ``sock`` (blocking or not), within ``timeout``.
 
-        Only the calling thread may touch the socket meanwhile.  Raises
-        ``ssl.SSLError`` if the peer does not speak TLS (or we do not trust
-        it), ``TimeoutError`` if it takes too long, ``ConnectionError`` if the
-        peer hangs up.
+        ``received``: bytes already read from the socket.  Only the calling
+        thread may touch the socket meanwhile.  Returns the plain text that
+        came in with the last handshake message (a client's first line often
+        does), to be handled before reading more.  Raises ``ssl.SSLError`` if
+        the peer does not speak TLS (or we do not trust it), ``TimeoutError``
+        if it takes too long, ``ConnectionError`` if the peer hangs up.
         """
         deadline = time.monotonic() + timeout
+        if received:
+            with self._lock:
+                self._incoming.write(received)
         while True:
             try:
                 with self._lock:
@@ -104,7 +111,7 @@ class TlsChannel:
                 done = False
             self._send_all(sock, self._take_outgoing(), deadline)
             if done:
-                return
+                return self.decrypt(b"")[0]
             if not _wait(sock, deadline, write=False):
                 raise TimeoutError("the TLS handshake timed out")
             try:
@@ -123,7 +130,8 @@ class TlsChannel:
         """
         pieces = []
         with self._lock:
-            self._incoming.write(data)
+            if data:
+                self._incoming.write(data)
             while True:
                 try:
                     piece = self._tls.read(_CHUNK)

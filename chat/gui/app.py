@@ -322,16 +322,17 @@ class ChatApp:
     def _disconnected(self, event: Disconnected) -> list[Line]:
         self.users.clear()
         self._update_title()
-        text = f"Disconnected: {event.reason}."
+        reason = event.reason.rstrip(".")
+        text = f"Disconnected: {reason}."
         if event.failure is not None and self.client is not None:
-            text = (
-                f"Could not connect to {self.client.host}:{self.client.port}: "
-                f"{event.reason}."
-            )
+            where = f"{self.client.host}:{self.client.port}"
+            text = f"Could not connect to {where}: {reason}."
         if event.retry_in is None:
             self._set_status("Not connected")
             if self.client is not None and not self.client.connected:
                 self.client = None
+            if event.failure == "tls_unknown":
+                return []  # the trust question already said it all
             return [notice_line(text, "error")]
         self._start_countdown(event.retry_in)
         return [notice_line(f"{text} Trying again in {event.retry_in} s.", "error")]
