@@ -421,8 +421,27 @@ def to_dict(message: Any) -> dict[str, Any]:
 
 def encode(message: Any) -> bytes:
     """One message as one line of UTF-8 JSON, ending in ``\\n``."""
+    if type(message) is Message:  # the one sent most, by far: a faster path
+        return _encode_message(message)
     text = json.dumps(to_dict(message), ensure_ascii=False, separators=(",", ":"))
     return text.encode("utf-8") + b"\n"
+
+
+# json's own C string escaper, as json.dumps(ensure_ascii=False) uses it.
+_json_str = json.encoder.encode_basestring
+
+
+def _encode_message(m: Message) -> bytes:
+    """``encode`` for a ``Message``, byte for byte, without building a dict."""
+    line = (
+        f'{{"type":"message","id":{m.id},"from":{_json_str(m.sender)},'
+        f'"text":{_json_str(m.text)},"ts":{m.ts!r}'
+    )
+    if m.me is not None:
+        line += ',"me":true' if m.me else ',"me":false'
+    if m.cid is not None:
+        line += f',"cid":{_json_str(m.cid)}'
+    return (line + "}\n").encode("utf-8")
 
 
 # ---------------------------------------------------------------------------
@@ -434,7 +453,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def _check_str(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise ProtocolError("bad_message", f"{where} must be a string")
-    if _SURROGATE.search(value):
+    if not value.isascii() and _SURROGATE.search(value):
         raise ProtocolError("bad_message", f"{where} holds a lone surrogate")
     return value
 

@@ -334,7 +334,7 @@ def test_a_flood_is_drawn_in_batches_and_scrollback_is_capped(server, make_app):
             timeout=20,
         )
     assert app.view.line_count() <= 300
-    assert max(sizes) <= app_module.BATCH
+    assert max(sizes) <= app_module.CHUNK
     assert len(sizes) > 1  # drawn in several batches, repainting between
 
 

@@ -15,7 +15,7 @@ import unicodedata
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from chat.protocol import (
@@ -51,6 +51,7 @@ from chat.protocol import (
     escape_text,
     looks_like_json,
     name_key,
+    to_dict,
 )
 
 EMOJI = "🙂"  # four bytes in UTF-8: f0 9f 99 82
@@ -834,3 +835,21 @@ def test_a_name_must_start_with_a_letter_digit_or_underscore(name):
 )
 def test_more_invisible_format_characters_are_escaped(char, shown):
     assert escape_text(f"a{char}b") == f"a{shown}b"
+
+
+@given(
+    st.integers(min_value=0, max_value=2**53),
+    st.text(min_size=1, max_size=24),
+    st.text(),
+    st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    st.sampled_from([None, True, False]),
+    st.one_of(st.none(), st.text(max_size=40)),
+)
+def test_the_fast_message_encoder_writes_what_json_dumps_writes(
+    id_, sender, text, ts, me, cid
+):
+    surrogate_free = [s for s in (sender, text, cid) if s is not None]
+    assume(not any("\ud800" <= c <= "\udfff" for s in surrogate_free for c in s))
+    message = Message(id_, sender, text, ts, me, cid)
+    generic = json.dumps(to_dict(message), ensure_ascii=False, separators=(",", ":"))
+    assert encode(message) == generic.encode("utf-8") + b"\n"

@@ -3,8 +3,8 @@
 Threads: only the Tk main thread touches widgets.  The network runs in the
 ``ChatClient``'s threads, which put events on a ``queue.Queue``; the window
 drains that queue with ``after()`` every ``POLL_MS`` milliseconds, at most
-``BATCH`` events or ``BUDGET`` seconds at a time, so the screen repaints
-between batches even during a flood.  (Thonny's ``Runner._poll_vm_messages``
+``CHUNK`` events at a time for at most ``BUDGET`` seconds, drawing included,
+so the screen repaints between batches even during a flood.  (Thonny's ``Runner._poll_vm_messages``
 explains why polling beats ``event_generate`` from other threads.)  The poll's
 after-id is kept and cancelled when the window closes.
 
@@ -58,8 +58,8 @@ log = logging.getLogger("chat.gui")
 
 APP_NAME = "ClassChat"
 POLL_MS = 50
-BATCH = 500
-BUDGET = 0.04  # seconds of event handling per poll, then let Tk repaint
+CHUNK = 50  # events handled, then drawn, at a time
+BUDGET = 0.025  # seconds of handling and drawing per poll, then Tk repaints
 FONT_SIZES = (8, 9, 10, 11, 12, 14, 16, 18, 20, 24, 28)
 
 HELP_TEXT = "\n".join(
@@ -246,26 +246,32 @@ class ChatApp:
     # -- the event poll --------------------------------------------------------
 
     def _poll(self) -> None:
-        """Handle a bounded batch of network events, then come back."""
+        """Handle and draw network events for at most ``BUDGET``, then come back.
+
+        Events are taken ``CHUNK`` at a time and drawn at once, and the budget
+        counts the drawing too, so one poll can never hold the window for long
+        however fast messages come; Tk repaints between polls.
+        """
         self._poll_id = None
         client = self.client
         more = False
         if client is not None:
-            lines: list[Line] = []
             deadline = time.monotonic() + BUDGET
-            for _ in range(BATCH):
-                try:
-                    event = client.events.get_nowait()
-                except queue.Empty:
+            while client is self.client:
+                lines: list[Line] = []
+                for _ in range(CHUNK):
+                    try:
+                        event = client.events.get_nowait()
+                    except queue.Empty:
+                        break
+                    lines += self.handle(event)
+                if lines:
+                    self.add_lines(lines)
+                if client.events.empty():
                     break
-                lines += self.handle(event)
-                if client is not self.client or time.monotonic() > deadline:
+                if time.monotonic() > deadline:
+                    more = True
                     break
-            else:
-                more = True
-            more = more or (client is self.client and not client.events.empty())
-            if lines:
-                self.add_lines(lines)
         if not self._closed:
             self._poll_id = self.root.after(1 if more else POLL_MS, self._poll)
 

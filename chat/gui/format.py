@@ -14,6 +14,7 @@ or disguise text (and students see exactly what was sent).
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import zlib
@@ -82,6 +83,7 @@ def mentions(text: str, my_name: str) -> bool:
     return bool(my_name) and _mention_pattern(my_name).search(text) is not None
 
 
+@functools.lru_cache(maxsize=64)
 def _mention_pattern(name: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w@])@?{re.escape(name)}(?!\w)", re.IGNORECASE)
 

@@ -1,0 +1,11 @@
+"""Benchmarks: commands that print numbers (``python -m chat.bench --help``).
+
+``load``     the load generator: N clients, S senders, M messages at R/s.
+``run``      one run against any server (ours, JSON or plain, or ncat --chat).
+``ceiling``  the generator's own limit, against a server that does no work.
+``compare``  our server.py against ``ncat --chat``, shape by shape.
+``gui``      the window under a flood: stalls, memory, time to a mapped window.
+
+Benchmarks are commands, not tests: the tests check correctness, these
+measure speed.  ``docs/performance.md`` has the method and the figures.
+"""

@@ -1,0 +1,642 @@
+"""The load generator, and ``python -m chat.bench run``.
+
+N clients connect to any chat server; S of them (clients 0..S-1) each send M
+messages, at R messages per second in all or flat out (R = 0); every client
+reads everything and checks it.  Three wire modes:
+
+``json``   our protocol: ``hello``, then ``say`` lines (``server.py``);
+``plain``  a name line, then text lines (``server.py`` as nc sees it);
+``ncat``   text lines only (``ncat --chat``, which prefixes ``<userN> ``).
+
+Every message carries a token, ``XB<run>.<sender>.<seq>.<sent_ns>#``, that
+survives JSON, our plain lines and ncat's prefix.  Receivers find the tokens
+anywhere in what they read, so a server may wrap them as it likes; a token
+cut or mangled in transit counts as *malformed*.  The per-run number keeps
+tokens from an earlier run (replayed in a welcome's history) out of the
+count.  Latency is one way, send to receive, on ``time.monotonic_ns``, which
+is the same clock in every process of one machine.
+
+Before anyone sends, a roll call proves every client is really in the room:
+client 0 says ``RC<run>`` until every other client has seen it.  Clients are
+spread over ``--procs`` worker processes (one event loop each, ``selectors``),
+so the generator is not its own bottleneck: ``python -m chat.bench ceiling``
+shows how far it goes against a server that does no work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import re
+import resource
+import selectors
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+ROLL_MARK = b"RC"
+RECV_BYTES = 262144
+CONNECTS_PER_SECOND = 2000
+ROLL_EVERY = 0.2
+#: A flat-out sender refills its buffer below this many unsent bytes.
+SEND_LOW_WATER = 64 * 1024
+
+
+@dataclass
+class Config:
+    """One run's shape.  ``stalled`` clients (the last ones) never read."""
+
+    host: str = "127.0.0.1"
+    port: int = 12345
+    clients: int = 100
+    senders: int = 10
+    messages: int = 1000
+    rate: float = 0.0  # messages per second in all; 0: flat out
+    mode: str = "json"
+    size: int = 40  # bytes of text per message, token included
+    stalled: int = 0
+    procs: int = 1
+    timeout: float = 120.0
+    idle: float = 3.0  # seconds of silence, after the sending, that end a run
+    run_id: int = field(default_factory=lambda: int.from_bytes(os.urandom(3), "big"))
+
+
+@dataclass
+class Report:
+    """What a run measured.  Latencies in milliseconds (None when n/a)."""
+
+    sent: int = 0
+    expected: int = 0
+    delivered: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    out_of_order: int = 0
+    malformed: int = 0
+    self_echoes: int = 0
+    not_joined: int = 0
+    stalled_dropped: int = 0
+    deliveries_per_s: float = 0.0
+    duration_s: float = 0.0
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    generator_cpu_pct: float = 0.0
+    error: str = ""
+
+
+# -- latency histogram: exact below 1024 us, then 1024 buckets per doubling --
+# A bucket's index: the microseconds themselves below 1024; above, the top 10
+# bits and how far they were shifted (so the error stays under 0.1 %).
+HISTOGRAM_SIZE = 40 << 10  # up to 2**49 us: far beyond any timeout
+
+
+def bucket_floor(index: int) -> int:
+    """The smallest latency (us) that falls in bucket ``index``."""
+    if index < 1024:
+        return index
+    shift = index >> 10
+    return (index & 1023) << shift
+
+
+def percentile(histogram: list[int], total: int, fraction: float) -> float:
+    """The latency (ms) below which ``fraction`` of the samples lie."""
+    rank = max(int(total * fraction + 0.999999), 1)
+    seen = 0
+    for index, count in enumerate(histogram):
+        seen += count
+        if seen >= rank:
+            return bucket_floor(index) / 1000
+    return 0.0
+
+
+# -- the wire modes ------------------------------------------------------------
+
+
+def hello_line(mode: str, index: int) -> bytes:
+    if mode == "json":
+        return b'{"type":"hello","name":"b%d"}\n' % index
+    if mode == "plain":
+        return b"b%d\n" % index
+    return b""
+
+
+def chat_line(mode: str, text: bytes) -> bytes:
+    if mode == "json":
+        return b'{"type":"say","text":"%s"}\n' % text
+    return text + b"\n"
+
+
+def token_text(run: int, sender: int, seq: int, size: int) -> bytes:
+    text = b"XB%d.%d.%d.%d#" % (run, sender, seq, time.monotonic_ns())
+    return text + b"." * (size - len(text)) if len(text) < size else text
+
+
+# -- one worker process -------------------------------------------------------
+
+
+class Client:
+    __slots__ = (
+        "closed",
+        "due",
+        "gaps",
+        "highest",
+        "inbox",
+        "index",
+        "next_seq",
+        "outbox",
+        "seen_roll",
+        "sender",
+        "sock",
+        "stalled",
+    )  # fmt: skip
+
+    def __init__(self, index: int, sock: socket.socket, sender: bool, stalled: bool):
+        self.index = index
+        self.sock = sock
+        self.inbox = b""  # an incomplete last line
+        self.outbox = bytearray()
+        self.seen_roll = False
+        self.sender = sender
+        self.next_seq = 0
+        self.due = 0.0
+        self.stalled = stalled
+        self.closed = ""
+        self.highest: list[int] = []  # by sender: the highest seq seen
+        self.gaps: list[set[int] | None] = []  # by sender: seqs skipped so far
+
+
+class Worker:
+    """The clients ``index % procs == number``, on one event loop."""
+
+    def __init__(self, cfg: Config, number: int, shared: dict) -> None:
+        self.cfg = cfg
+        self.number = number
+        self.shared = shared
+        self.selector = selectors.DefaultSelector()
+        self.clients: list[Client] = []
+        self.histogram = [0] * HISTOGRAM_SIZE
+        self.oldest = 0  # bucket of the largest latency seen
+        self.counts = dict.fromkeys(
+            ("sent", "delivered", "duplicated", "out_of_order", "malformed", "self"), 0
+        )
+        self.first_send = 0
+        self.last_delivery = 0
+        self.run_bytes = b"%d." % cfg.run_id
+        # This run's tokens only: an earlier run's (from a history) are not
+        # counted at all, neither as deliveries nor as malformed.
+        self.mark = b"XB" + self.run_bytes
+        self.token = re.compile(re.escape(self.mark) + rb"(\d+)\.(\d+)\.(\d+)#")
+        # Flat out, every 8th message of each sender is timed (millions come:
+        # the percentiles do not move); at a fixed rate, every one.
+        self.sample = 1 if cfg.rate else 8
+
+    # -- phases ----------------------------------------------------------
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        deadline = time.monotonic() + cfg.timeout
+        try:
+            self.connect(deadline)
+            self.roll_call(deadline)
+            self.load(deadline)
+            dropped = self.check_stalled()
+        except OSError as exc:
+            return {"error": f"worker {self.number}: {exc}"}
+        finally:
+            for client in self.clients:
+                client.sock.close()
+            self.selector.close()
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            **self.counts,
+            "histogram": self.histogram,
+            "oldest": self.oldest,
+            "first_send": self.first_send,
+            "last_delivery": self.last_delivery,
+            "not_joined": sum(1 for c in self.clients if not c.seen_roll),
+            "stalled_dropped": dropped,
+            "cpu": cpu.ru_utime + cpu.ru_stime,
+            "error": "",
+        }
+
+    def connect(self, deadline: float) -> None:
+        cfg = self.cfg
+        first_stalled = cfg.clients - cfg.stalled
+        pace = max(cfg.procs, 1) / CONNECTS_PER_SECOND
+        for index in range(self.number, cfg.clients, cfg.procs):
+            sock = socket.create_connection((cfg.host, cfg.port), timeout=10)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(False)
+            client = Client(index, sock, index < cfg.senders, index >= first_stalled)
+            client.highest = [-1] * cfg.senders
+            client.gaps = [None] * cfg.senders
+            client.outbox += hello_line(cfg.mode, index)
+            self.clients.append(client)
+            self.selector.register(sock, selectors.EVENT_READ, client)
+            self.flush(client)
+            self.pump(0)
+            time.sleep(pace)  # pacing the connects, as a class arrives
+            if time.monotonic() > deadline:
+                raise TimeoutError("connecting took too long")
+
+    def roll_call(self, deadline: float) -> None:
+        """Client 0 repeats ``RC<run>`` until every client has seen it."""
+        cfg, shared = self.cfg, self.shared
+        caller = next((c for c in self.clients if c.index == 0), None)
+        if caller is not None and cfg.mode != "json":
+            caller.seen_roll = True  # only JSON clients hear themselves
+        next_call = 0.0
+        while not shared["go"].is_set():
+            now = time.monotonic()
+            if now > deadline:
+                raise TimeoutError("roll call: not everyone joined")
+            if caller is not None and now >= next_call:
+                caller.outbox += chat_line(cfg.mode, b"RC" + self.run_bytes + b"x")
+                self.flush(caller)
+                next_call = now + ROLL_EVERY
+            self.pump(0.02)
+            if all(c.seen_roll for c in self.clients):
+                shared["ready"][self.number] = 1
+
+    def load(self, deadline: float) -> None:
+        """Send the messages (senders) and read everything until the end."""
+        cfg, shared = self.cfg, self.shared
+        senders = [c for c in self.clients if c.sender]
+        start = time.monotonic()
+        spacing = cfg.senders / cfg.rate if cfg.rate else 0.0
+        for client in senders:
+            client.due = start + client.index / cfg.rate if cfg.rate else start
+        for client in self.clients:
+            if client.stalled:  # from now on it never reads
+                self.selector.unregister(client.sock)
+        done_sending = not senders
+        quiet_since = time.monotonic()
+        expected = self.expected()
+        while True:
+            now = time.monotonic()
+            if now > deadline:
+                break
+            if not done_sending:
+                done_sending = self.send_due(senders, spacing, now)
+                if done_sending:
+                    with shared["senders_done"].get_lock():
+                        shared["senders_done"].value += 1
+            before = self.counts["delivered"]
+            self.pump(0.001 if not done_sending else 0.05)
+            if self.counts["delivered"] != before:
+                quiet_since = time.monotonic()
+            all_sent = shared["senders_done"].value >= shared["sender_workers"]
+            if all_sent and self.counts["delivered"] >= expected:
+                break
+            if all_sent and time.monotonic() - quiet_since > cfg.idle:
+                break
+
+    def expected(self) -> int:
+        """Deliveries this worker's readers should get."""
+        cfg = self.cfg
+        readers = [c for c in self.clients if not c.stalled]
+        total = 0
+        for reader in readers:
+            others = cfg.senders - (1 if reader.sender else 0)
+            total += others * cfg.messages
+        return total
+
+    def send_due(self, senders: list[Client], spacing: float, now: float) -> bool:
+        """Queue what is due; True when every sender here has sent everything."""
+        cfg = self.cfg
+        finished = True
+        for client in senders:
+            if client.next_seq >= cfg.messages or client.closed:
+                continue
+            finished = False
+            if spacing:
+                while client.due <= now and client.next_seq < cfg.messages:
+                    self.queue_message(client)
+                    client.due += spacing
+            else:
+                while len(client.outbox) < SEND_LOW_WATER and (
+                    client.next_seq < cfg.messages
+                ):
+                    self.queue_message(client)
+            self.flush(client)
+        return finished
+
+    def queue_message(self, client: Client) -> None:
+        cfg = self.cfg
+        text = token_text(cfg.run_id, client.index, client.next_seq, cfg.size)
+        client.outbox += chat_line(cfg.mode, text)
+        client.next_seq += 1
+        self.counts["sent"] += 1
+        if not self.first_send:
+            self.first_send = time.monotonic_ns()
+
+    def check_stalled(self) -> int:
+        """How many never-reading clients the server has dropped (EOF or reset)."""
+        dropped = 0
+        for client in self.clients:
+            if not client.stalled:
+                continue
+            try:
+                while True:
+                    data = client.sock.recv(RECV_BYTES)
+                    if not data:
+                        dropped += 1
+                        break
+            except BlockingIOError:
+                pass  # still connected, with nothing more to read
+            except OSError:
+                dropped += 1  # reset
+        return dropped
+
+    # -- the event loop ----------------------------------------------------
+
+    def flush(self, client: Client) -> None:
+        if not client.outbox or client.closed:
+            return
+        try:
+            sent = client.sock.send(client.outbox)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            client.closed = str(exc)
+            return
+        del client.outbox[:sent]
+        events = selectors.EVENT_READ if not client.stalled else 0
+        if client.outbox:
+            events |= selectors.EVENT_WRITE
+        if events:
+            try:
+                self.selector.modify(client.sock, events, client)
+            except KeyError:
+                self.selector.register(client.sock, events, client)
+
+    def pump(self, timeout: float) -> None:
+        for key, mask in self.selector.select(timeout):
+            client = key.data
+            if mask & selectors.EVENT_WRITE:
+                self.flush(client)
+            if mask & selectors.EVENT_READ:
+                self.receive(client)
+
+    def receive(self, client: Client) -> None:
+        try:
+            data = client.sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            client.closed = str(exc)
+            self.selector.unregister(client.sock)
+            return
+        if not data:
+            client.closed = "closed by the server"
+            self.selector.unregister(client.sock)
+            return
+        now = time.monotonic_ns()
+        if client.inbox:
+            data = client.inbox + data
+        end = data.rfind(b"\n") + 1
+        client.inbox = data[end:]
+        if not client.seen_roll and ROLL_MARK + self.run_bytes in data:
+            client.seen_roll = True
+        marks = data.count(self.mark, 0, end)
+        if marks:
+            self.count_tokens(client, data, end, marks, now)
+
+    def count_tokens(
+        self, client: Client, data: bytes, end: int, marks: int, now: int
+    ) -> None:
+        """Account for every token in ``data[:end]``.  The hot loop: kept flat."""
+        found = self.token.findall(data, 0, end)
+        counts = self.counts
+        counts["malformed"] += marks - len(found)
+        histogram = self.histogram
+        highest, gaps = client.highest, client.gaps
+        me = client.index
+        sample = self.sample
+        delivered = duplicated = late = own = 0
+        if found:  # the first token of a read is (nearly) its oldest: time it,
+            us = (now - int(found[0][2])) // 1000  # so the max is never missed
+            if us >= 1024:
+                shift = us.bit_length() - 10
+                us = (shift << 10) | (us >> shift)
+            self.oldest = max(self.oldest, us)
+        for sender_b, seq_b, sent_b in found:
+            sender = int(sender_b)
+            if sender == me:
+                own += 1
+                continue
+            seq = int(seq_b)
+            top = highest[sender]
+            if seq == top + 1:  # the usual case: next in order
+                highest[sender] = seq
+            elif seq > top:
+                skipped = gaps[sender]
+                if skipped is None:
+                    skipped = gaps[sender] = set()
+                skipped.update(range(top + 1, seq))
+                highest[sender] = seq
+            else:
+                skipped = gaps[sender]
+                if skipped is not None and seq in skipped:
+                    skipped.discard(seq)
+                    late += 1
+                else:
+                    duplicated += 1
+                    continue
+            delivered += 1
+            if seq % sample:
+                continue
+            us = (now - int(sent_b)) // 1000
+            if us >= 1024:
+                shift = us.bit_length() - 10
+                us = (shift << 10) | (us >> shift)
+            histogram[us] += 1
+        counts["self"] += own
+        counts["duplicated"] += duplicated
+        counts["out_of_order"] += late
+        if delivered:
+            counts["delivered"] += delivered
+            self.last_delivery = now
+
+
+def _worker_main(cfg: Config, number: int, shared: dict, results) -> None:
+    try:
+        results.put((number, Worker(cfg, number, shared).run()))
+    except Exception as exc:  # report, never hang the parent
+        results.put((number, {"error": f"worker {number}: {exc!r}"}))
+
+
+# -- the parent --------------------------------------------------------------
+
+
+def run(cfg: Config) -> Report:
+    """Run one shape against ``cfg.host:cfg.port`` and report what happened."""
+    raise_file_limit(cfg.clients // max(cfg.procs, 1) + 64)
+    context = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    sender_workers = len({i % cfg.procs for i in range(cfg.senders)})
+    shared = {
+        "go": context.Event(),
+        "ready": context.Array("b", cfg.procs),
+        "senders_done": context.Value("i", 0),
+        "sender_workers": sender_workers,
+    }
+    results = context.Queue()
+    workers = [
+        context.Process(
+            target=_worker_main,
+            args=(cfg, n, shared, results),
+            name=f"bench worker {n}",
+            daemon=True,
+        )
+        for n in range(cfg.procs)
+    ]
+    started = time.monotonic()
+    for worker in workers:
+        worker.start()
+    outcome: dict[int, dict] = {}
+    try:
+        deadline = started + cfg.timeout + 30
+        while not shared["go"].is_set() and time.monotonic() < deadline:
+            if all(shared["ready"]):
+                shared["go"].set()
+            elif not results.empty():
+                break  # a worker failed before the roll call ended
+            time.sleep(0.01)
+        while len(outcome) < cfg.procs and time.monotonic() < deadline:
+            try:
+                number, result = results.get(timeout=0.5)
+            except Exception:  # queue.Empty
+                continue
+            outcome[number] = result
+            if result.get("error"):
+                shared["go"].set()  # let the others finish and report
+    finally:
+        for worker in workers:
+            worker.join(5)
+            if worker.is_alive():
+                worker.kill()
+                worker.join(5)
+    wall = time.monotonic() - started
+    return merge(cfg, list(outcome.values()), wall)
+
+
+def merge(cfg: Config, results: list[dict], wall: float) -> Report:
+    report = Report()
+    errors = [r["error"] for r in results if r.get("error")]
+    if len(results) < cfg.procs:
+        errors.append("a worker did not report")
+    if errors:
+        report.error = "; ".join(errors)
+        return report
+    histogram = [0] * HISTOGRAM_SIZE
+    for result in results:
+        for index, count in enumerate(result["histogram"]):
+            if count:
+                histogram[index] += count
+        report.sent += result["sent"]
+        report.delivered += result["delivered"]
+        report.duplicated += result["duplicated"]
+        report.out_of_order += result["out_of_order"]
+        report.malformed += result["malformed"]
+        report.self_echoes += result["self"]
+        report.not_joined += result["not_joined"]
+        report.stalled_dropped += result["stalled_dropped"]
+    # Every reader gets every sender's messages but its own; the senders are
+    # the first clients, the stalled (non-readers) the last.
+    readers = cfg.clients - cfg.stalled
+    report.expected = cfg.messages * (readers * cfg.senders - min(cfg.senders, readers))
+    report.lost = max(report.expected - report.delivered, 0)
+    first = min((r["first_send"] for r in results if r["first_send"]), default=0)
+    last = max((r["last_delivery"] for r in results), default=0)
+    if first and last > first:
+        report.duration_s = round((last - first) / 1e9, 3)
+        report.deliveries_per_s = round(report.delivered / report.duration_s)
+    total = sum(histogram)
+    if total:
+        report.p50_ms = percentile(histogram, total, 0.50)
+        report.p90_ms = percentile(histogram, total, 0.90)
+        report.p99_ms = percentile(histogram, total, 0.99)
+        top = max(i for i, count in enumerate(histogram) if count)
+        top = max(top, *(r["oldest"] for r in results))
+        report.max_ms = bucket_floor(top) / 1000
+    cpu = sum(r["cpu"] for r in results)
+    report.generator_cpu_pct = round(100 * cpu / wall, 1) if wall else 0.0
+    return report
+
+
+def raise_file_limit(need: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(need, soft)), hard))
+
+
+# -- the command line --------------------------------------------------------
+
+
+def add_shape_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--clients", type=int, default=Config.clients)
+    parser.add_argument("-s", "--senders", type=int, default=Config.senders)
+    parser.add_argument("-m", "--messages", type=int, default=Config.messages)
+    parser.add_argument(
+        "-r", "--rate", type=float, default=0.0, help="messages/s in all (0: flat out)"
+    )
+    parser.add_argument("--size", type=int, default=Config.size, help="bytes a message")
+    parser.add_argument(
+        "--stalled", type=int, default=0, help="clients that never read (the last ones)"
+    )
+    parser.add_argument(
+        "--procs", type=int, default=1, help="generator processes (default 1)"
+    )
+    parser.add_argument("--timeout", type=float, default=Config.timeout)
+
+
+def report_line(report: Report) -> str:
+    if report.error:
+        return f"error: {report.error}"
+    latency = (
+        f"p50 {report.p50_ms} p90 {report.p90_ms} p99 {report.p99_ms} "
+        f"max {report.max_ms} ms"
+        if report.p50_ms is not None
+        else "latency n/a"
+    )
+    return (
+        f"{report.deliveries_per_s:>10,.0f} deliveries/s  "
+        f"delivered {report.delivered:,}"
+        f"/{report.expected:,}  lost {report.lost}  dup {report.duplicated}  "
+        f"out-of-order {report.out_of_order}  malformed {report.malformed}  "
+        f"{latency}  generator {report.generator_cpu_pct}% cpu"
+    )
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m chat.bench run", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "target", nargs="?", default="127.0.0.1:12345", help="HOST:PORT"
+    )
+    parser.add_argument("--mode", choices=("json", "plain", "ncat"), default="json")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_shape_options(parser)
+    args = parser.parse_args(argv)
+    host, _, port = args.target.rpartition(":")
+    cfg = Config(
+        host=host or "127.0.0.1",
+        port=int(port),
+        clients=args.clients,
+        senders=args.senders,
+        messages=args.messages,
+        rate=args.rate,
+        mode=args.mode,
+        size=args.size,
+        stalled=args.stalled,
+        procs=args.procs,
+        timeout=args.timeout,
+    )
+    report = run(cfg)
+    print(json.dumps(asdict(report)) if args.json else report_line(report))
+    return 1 if report.error or report.lost or report.malformed else 0
