@@ -73,7 +73,7 @@ from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from ..gui.app import APP_NAME, ChatApp
+from ..gui.app import APP_NAME, SWITCH_INTERVAL, ChatApp
 from ..gui.settings import Settings
 from ..protocol import Bye, Error, Hello, Say, Welcome, decode_server, encode
 
@@ -700,6 +700,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    sys.setswitchinterval(SWITCH_INTERVAL)  # as gui_client.py runs the window
     if args.launches and shutil.which("xdotool") is None:
         print("xdotool is needed to see the launched windows (or --launches 0)")
         return 2

@@ -4,9 +4,10 @@ Threads: only the Tk main thread touches widgets.  The network runs in the
 ``ChatClient``'s threads, which put events on a ``queue.Queue``; the window
 drains that queue with ``after()`` every ``POLL_MS`` milliseconds, at most
 ``CHUNK`` events at a time for at most ``BUDGET`` seconds, drawing included,
-so the screen repaints between batches even during a flood.  (Thonny's ``Runner._poll_vm_messages``
-explains why polling beats ``event_generate`` from other threads.)  The poll's
-after-id is kept and cancelled when the window closes.
+so the screen repaints between batches even during a flood.  (Thonny's
+``Runner._poll_vm_messages`` explains why polling beats ``event_generate``
+from other threads.)  The poll's after-id is kept and cancelled when the
+window closes.
 
 A bug in a callback is logged and shown as a line in the window
 (``report_callback_exception``); the window stays usable.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import queue
+import sys
 import time
 import tkinter as tk
 from collections.abc import Sequence
@@ -584,8 +586,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: How long a busy thread may keep the GIL when another wants it (the
+#: default is 5 ms).  The window's thread must not wait behind the network
+#: thread for long, so this process switches more often.
+SWITCH_INTERVAL = 0.001
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     settings = Settings.load()
     if not settings.name:

@@ -82,22 +82,28 @@ class MessageView(ttk.Frame):
         return self.text.yview()[1] >= 0.999
 
     def add(self, lines: Iterable[Line]) -> None:
-        """Append lines at the end; scroll only if the reader was at the bottom."""
+        """Append lines at the end; scroll only if the reader was at the bottom.
+
+        All the lines go in with one ``insert`` call: tkinter lets go of the
+        GIL around every call into Tcl, and a busy network thread may then
+        keep it for a switch interval each time, so few calls keep the
+        window responsive during a flood.
+        """
+        args: list[object] = []
+        for line in lines:
+            line_tags = ("own",) if line.kind == "own" else (f"line-{line.kind}",)
+            if line.mention:
+                line_tags = (*line_tags, "line-mention")
+            for piece, tags in line.pieces:
+                args += [piece, (*tags, *line_tags)]
+            args += ["\n", line_tags]
+        if not args:
+            return
         follow = self.at_bottom()
         text = self.text
         text.configure(state="normal")
         try:
-            for line in lines:
-                line_tags = (f"line-{line.kind}",)
-                if line.kind == "own":
-                    line_tags = ("own",)
-                if line.mention:
-                    line_tags = (*line_tags, "line-mention")
-                args: list[object] = []
-                for piece, tags in line.pieces:
-                    args += [piece, (*tags, *line_tags)]
-                args += ["\n", line_tags]
-                text.insert("end", *args)
+            text.insert("end", *args)
             self._trim()
         finally:
             text.configure(state="disabled")
