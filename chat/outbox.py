@@ -27,7 +27,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 log = logging.getLogger("chat.outbox")
 
@@ -81,19 +81,7 @@ class Outbox:
 
     def put(self, data: bytes) -> None:
         """Queue ``data``.  Past the limit, the connection is ended instead."""
-        writer = self._writer
-        with writer._lock:
-            if self._ended:
-                return
-            self._chunks.append(data)
-            self._queued += len(data)
-            if self._queued > self.limit:
-                self._end("slow consumer")
-            elif self._queued > HIGH_WATER and not self._behind:
-                writer._note_level(self)
-            wake = writer._schedule(self)
-        if wake:
-            writer._wake()
+        self._writer.deliver(((self, data),))
 
     def hang_up(self) -> None:
         """Send everything queued so far, then shut the connection down."""
@@ -182,10 +170,14 @@ class Writer:
         never causes a wait: they are dropped at their limit.  True if there
         is room now.
         """
+        if self._has_room():  # an unlocked glance first: the usual answer is yes,
+            return True  # and every read of every reader asks (see below)
         with self._room:
             return self._room.wait_for(self._has_room, timeout)
 
-    def _has_room(self) -> bool:  # with _lock held
+    def _has_room(self) -> bool:
+        # With _lock held, exact.  Without it (wait_for_room's first glance)
+        # an int read may be a moment old; the worst is one read too many.
         return self._behind * 2 <= self._connections
 
     def _note_level(self, outbox: Outbox) -> None:
@@ -221,6 +213,32 @@ class Writer:
 
     # -- producers' side --------------------------------------------------
 
+    def deliver(self, pairs: Iterable[tuple[Outbox, bytes]]) -> None:
+        """Queue each ``data`` on its outbox, taking the lock once for all.
+
+        A broadcast hands its whole list here (``Room``), so one message to a
+        hundred members costs one lock, not a hundred.  Never blocks.
+        """
+        wake = False
+        with self._lock:
+            ready = self._ready
+            for outbox, data in pairs:
+                if outbox._ended:
+                    continue
+                outbox._chunks.append(data)
+                queued = outbox._queued = outbox._queued + len(data)
+                if queued > outbox.limit:
+                    outbox._end("slow consumer")
+                elif queued > HIGH_WATER and not outbox._behind:
+                    self._note_level(outbox)
+                if not outbox._scheduled:
+                    outbox._scheduled = True
+                    ready.append(outbox)
+            if ready and self._sleeping:
+                wake, self._sleeping = True, False
+        if wake:
+            self._wake()
+
     def _schedule(self, outbox: Outbox) -> bool:
         """Put ``outbox`` on the ready list (``_lock`` held).  Wake the thread?"""
         if outbox._scheduled:
@@ -248,7 +266,8 @@ class Writer:
                 self._open.add(outbox)
                 if chunks:
                     self._send(outbox, self._join(chunks))
-                self._settle(outbox, flags)
+                if flags is not None:
+                    self._settle(outbox, flags)
             if stopping:
                 if not self._open:
                     break
@@ -274,7 +293,9 @@ class Writer:
             for outbox in ready:
                 outbox._scheduled = False
                 chunks, outbox._chunks = outbox._chunks, []
-                work.append((outbox, chunks, self._flags(outbox)))
+                # Flags matter only once an outbox is ending: most never are.
+                flags = self._flags(outbox) if outbox._ended else None
+                work.append((outbox, chunks, flags))
             return work, self._stopping
 
     def _flags(self, outbox: Outbox) -> tuple[bool, bool, bool]:
@@ -311,7 +332,7 @@ class Writer:
             self._lost(outbox)
             return
         self._count_sent(outbox, sent)
-        if sent < len(data):
+        if sent < len(data):  # the socket is full: park the rest, wait for room
             outbox._backlog += memoryview(data)[sent:]
             self._waiting.add(outbox)
             self._selector.register(outbox.sock, selectors.EVENT_WRITE, outbox)

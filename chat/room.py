@@ -58,6 +58,15 @@ class Outbox(Protocol):
 
 
 Render = Callable[[ServerMessage], bytes]
+#: Puts each (outbox, bytes) pair; must not block.  ``Writer.deliver`` does
+#: it under one lock for a whole broadcast.
+Deliver = Callable[[list[tuple[Outbox, bytes]]], None]
+
+
+def put_each(pairs: list[tuple[Outbox, bytes]]) -> None:
+    """The plain way to deliver: one ``put`` per outbox."""
+    for outbox, data in pairs:
+        outbox.put(data)
 
 
 class Member:
@@ -109,8 +118,10 @@ class Room:
         self,
         history_size: int = DEFAULT_HISTORY,
         max_welcome_bytes: int = DEFAULT_WELCOME_BYTES,
+        deliver: Deliver | None = None,
     ) -> None:
         self.max_welcome_bytes = max_welcome_bytes
+        self._deliver = deliver or put_each
         self._lock = threading.Lock()
         # Everything below is guarded by _lock.
         self._members: dict[str, Member] = {}  # name_key -> member, in join order
@@ -362,6 +373,7 @@ class Room:
         recipients: Iterable[Member] = self._members.values()
         if extra is not None:
             recipients = [*recipients, extra]
+        pairs = []
         for member in recipients:
             if member is exclude:
                 continue
@@ -370,4 +382,5 @@ class Room:
                 data = b"".join(member.render(m) for m in messages)
                 encoded[member.render] = data
             if data:
-                member.outbox.put(data)
+                pairs.append((member.outbox, data))
+        self._deliver(pairs)

@@ -115,7 +115,12 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         # use), socketserver calls server_close(), which needs it, then raises.
         # Half the outbox for a welcome: a long history never makes a newcomer
         # a "slow consumer" before it has read a byte.
-        self.room = Room(self.config.history, self.config.max_outbox_bytes // 2)
+        self.writer = outbox_module.Writer()
+        self.room = Room(
+            self.config.history,
+            self.config.max_outbox_bytes // 2,
+            deliver=self.writer.deliver,
+        )
         self.policy = Policy(
             password=self.config.password,
             flood_rate=self.config.flood_rate,
@@ -131,7 +136,6 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self._banned: set[str] = set()  # addresses; guarded by _lock
         self._banned_with: dict[str, str] = {}  # name key -> its address; _lock
         self._closing = False  # server_close() has begun; guarded by _lock
-        self.writer = outbox_module.Writer()
         self.writer.start()
         super().__init__((self.config.host, self.config.port), ChatHandler)
 

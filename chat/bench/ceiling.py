@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import selectors
 import socket
 import sys
@@ -116,7 +117,9 @@ def _serve(cfg: Config, listener: socket.socket, seconds: float) -> None:
 def measure(cfg: Config) -> dict:
     """Run ``cfg`` against a firehose in a process of its own."""
     listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
-    cfg = replace(cfg, host="127.0.0.1", port=listener.getsockname()[1], mode="ncat")
+    port = listener.getsockname()[1]
+    run_id = int.from_bytes(os.urandom(3), "big") or 1  # the firehose needs it too
+    cfg = replace(cfg, host="127.0.0.1", port=port, mode="ncat", run_id=run_id)
     context = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     server = context.Process(
         target=_serve, args=(cfg, listener, cfg.timeout + 10), name="firehose"

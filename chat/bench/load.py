@@ -35,7 +35,7 @@ import selectors
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 
 ROLL_MARK = b"RC"
 RECV_BYTES = 262144
@@ -61,7 +61,7 @@ class Config:
     procs: int = 1
     timeout: float = 120.0
     idle: float = 3.0  # seconds of silence, after the sending, that end a run
-    run_id: int = field(default_factory=lambda: int.from_bytes(os.urandom(3), "big"))
+    run_id: int = 0  # 0: a fresh one for every run (see run())
 
 
 @dataclass
@@ -474,7 +474,13 @@ def _worker_main(cfg: Config, number: int, shared: dict, results) -> None:
 
 
 def run(cfg: Config) -> Report:
-    """Run one shape against ``cfg.host:cfg.port`` and report what happened."""
+    """Run one shape against ``cfg.host:cfg.port`` and report what happened.
+
+    Every run gets its own run id (unless ``cfg.run_id`` is set), so that an
+    earlier run's messages, replayed in a welcome's history, never count.
+    """
+    if not cfg.run_id:
+        cfg = replace(cfg, run_id=int.from_bytes(os.urandom(3), "big") or 1)
     raise_file_limit(cfg.clients // max(cfg.procs, 1) + 64)
     context = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     sender_workers = len({i % cfg.procs for i in range(cfg.senders)})
