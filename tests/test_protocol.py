@@ -51,6 +51,7 @@ from chat.protocol import (
     escape_text,
     looks_like_json,
     name_key,
+    parse_json_line,
     to_dict,
 )
 
@@ -853,3 +854,31 @@ def test_the_fast_message_encoder_writes_what_json_dumps_writes(
     message = Message(id_, sender, text, ts, me, cid)
     generic = json.dumps(to_dict(message), ensure_ascii=False, separators=(",", ":"))
     assert encode(message) == generic.encode("utf-8") + b"\n"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    json_values.map(lambda v: json.dumps(v, ensure_ascii=False)) | st.text(max_size=60),
+    st.sampled_from(["", " ", "\t", " x", "}", "{}", "\r"]),
+)
+def test_the_quick_json_path_agrees_with_json_loads(text, tail):
+    line = text + tail
+    assume(not any("\ud800" <= c <= "\udfff" for c in line))  # not UTF-8 at all
+    try:
+        expected = json.loads(line)
+    except (ValueError, RecursionError):
+        expected = ProtocolError
+    try:
+        got = parse_json_line(line.encode("utf-8"))
+    except ProtocolError:
+        got = ProtocolError
+    assert got == expected or (got != got and expected != expected)  # NaN
