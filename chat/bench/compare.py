@@ -62,7 +62,7 @@ SHAPES = {
         messages=10,
         rate=500,
     ),
-    4: _shape(4, "100 clients, 1 never reads, flat out", messages=2000, stalled=1),
+    4: _shape(4, "100 clients, 1 never reads, flat out", messages=4000, stalled=1),
 }
 
 
@@ -103,6 +103,19 @@ class Server:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not start on port {port}")
             time.sleep(0.05)
+        time.sleep(0.2)  # the probe connection is gone
+        self.idle_threads = self.threads()
+
+    def threads(self) -> int:
+        with open(f"/proc/{self.process.pid}/status") as status:
+            match = re.search(r"Threads:\s+(\d+)", status.read())
+        return int(match.group(1)) if match else 0
+
+    def settle(self, idle_threads: int, timeout: float = 60.0) -> None:
+        """Wait until the last run's connections are all gone (thread count)."""
+        deadline = time.monotonic() + timeout
+        while self.threads() > idle_threads and time.monotonic() < deadline:
+            time.sleep(0.2)
 
     def cpu_seconds(self) -> float:
         with open(f"/proc/{self.process.pid}/stat") as stat:
@@ -193,6 +206,7 @@ def run_shape(
     for round_ in range(repeat):
         order = plan if round_ % 2 == 0 else list(reversed(plan))
         for server, mode in order:
+            ours.settle(ours.idle_threads)  # the last run's leavers are gone
             result = measure(server, config, mode)
             results.append(result)
             _progress(shape, result)

@@ -228,7 +228,13 @@ class Worker:
         first_stalled = cfg.clients - cfg.stalled
         pace = max(cfg.procs, 1) / CONNECTS_PER_SECOND
         for index in range(self.number, cfg.clients, cfg.procs):
-            sock = socket.create_connection((cfg.host, cfg.port), timeout=10)
+            sock = socket.socket()
+            if index >= first_stalled:
+                # A small window, as a frozen laptop's: the server's side
+                # fills, instead of loopback's megabytes of kernel buffers.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(10)
+            sock.connect((cfg.host, cfg.port))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
             client = Client(index, sock, index < cfg.senders, index >= first_stalled)
