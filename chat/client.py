@@ -28,6 +28,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .protocol import (
@@ -128,6 +129,12 @@ class Closed:
 
 Event = ServerMessage | Connecting | Connected | Disconnected | Untrusted | Closed
 
+#: The wire hook: ``wire(direction, data)`` with direction ``"in"`` or ``"out"``
+#: and the bytes of one ``recv`` or one send, as the protocol sees them (over
+#: TLS: the plain text).  Called on the client's own threads: it must be
+#: quick and must not block (put the chunk on a queue).
+Wire = Callable[[str, bytes], None]
+
 
 @dataclass(frozen=True, slots=True)
 class _Ending:
@@ -185,6 +192,7 @@ class ChatClient:
         connect_timeout: float = CONNECT_TIMEOUT,
         keepalive: float | None = None,
         events: queue.Queue | None = None,
+        wire: Wire | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -197,6 +205,9 @@ class ChatClient:
         self.retry_first = retry_first
         self.connect_timeout = connect_timeout
         self.keepalive = KEEPALIVE if keepalive is None else keepalive
+        #: Called with every chunk sent and received (see ``Wire``); may be
+        #: set or cleared at any time.  ``None`` costs nothing.
+        self.wire = wire
         #: The server certificate's fingerprint, once a TLS handshake is done.
         self.server_fingerprint = ""
         self.events: queue.Queue[Event] = queue.Queue() if events is None else events
@@ -317,7 +328,7 @@ class ChatClient:
             with self._lock:
                 self._link = link
             self._emit(Connected(self.host, self.port))
-            link.send(encode(Hello(self.name, self.password)))
+            self._send_on(link, encode(Hello(self.name, self.password)))
             return self._read(link, first, pending)
         except OSError as exc:
             return _Ending(f"connection lost ({exc.strerror or exc})")
@@ -425,6 +436,9 @@ class ChatClient:
                     data, reply = link.tls.decrypt(data)
                     if reply:
                         self._outgoing.put(b"")  # the writer's encrypt sends it
+                wire = self.wire
+                if wire is not None and data:
+                    wire("in", data)
                 try:
                     lines = decoder.feed(data)
                 except ProtocolError as exc:  # not a chat server, or a broken one
@@ -498,7 +512,7 @@ class ChatClient:
             if link is None:
                 continue
             try:
-                link.send(pending)
+                self._send_on(link, pending)
                 pending = None
             except OSError:
                 # Part of the line may have gone: the connection is unusable.
@@ -507,6 +521,12 @@ class ChatClient:
                 link.shutdown()
 
     # -- helpers ----------------------------------------------------------
+
+    def _send_on(self, link: _Link, data: bytes) -> None:
+        link.send(data)
+        wire = self.wire
+        if wire is not None and data:
+            wire("out", data)
 
     def _emit(self, event: Event) -> None:
         self.events.put(event)
