@@ -18,11 +18,13 @@ console client reads it in a loop.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import getpass
 import logging
 import queue
 import re
+import secrets
 import selectors
 import socket
 import ssl
@@ -31,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .outgoing import Outgoing
 from .protocol import (
     MAX_NAME_CHARS,
     Bye,
@@ -40,10 +43,12 @@ from .protocol import (
     Left,
     LineDecoder,
     LineTooLong,
+    Message,
     Notice,
     Ping,
     Pong,
     Private,
+    PrivateMessage,
     ProtocolError,
     Rename,
     Renamed,
@@ -211,7 +216,11 @@ class ChatClient:
         #: The server certificate's fingerprint, once a TLS handshake is done.
         self.server_fingerprint = ""
         self.events: queue.Queue[Event] = queue.Queue() if events is None else events
-        self._outgoing: queue.Queue[bytes | None] = queue.Queue()
+        self._outgoing = Outgoing()
+        #: The highest message id seen: sent as ``since`` when reconnecting, so
+        #: the welcome brings exactly what was missed.  Reader thread only.
+        self.last_id: int | None = None
+        self.room: str | None = None  # the history last_id counts in
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._link: _Link | None = None  # guarded by _lock
@@ -244,15 +253,32 @@ class ChatClient:
                 return False
         return True
 
-    def send(self, message: ClientMessage) -> None:
-        """Queue a message for the server; sent once the client is in the room."""
-        self._outgoing.put(encode(message))
+    def send(self, message: ClientMessage) -> str | None:
+        """Queue a message for the server; sent once the client is in the room.
 
-    def say(self, text: str, *, me: bool = False) -> None:
-        self.send(Say(text, me=me or None))
+        A chat line (``Say``, ``Private``) gets a ``cid`` if it has none, and is
+        kept until the server echoes that ``cid`` back: through any number of
+        reconnects, it is sent, in order, exactly once as far as the room can
+        tell.  Returns that ``cid`` (``None`` for other messages).
+        """
+        cid = None
+        if isinstance(message, (Say, Private)):
+            cid = message.cid or new_cid()
+            message = dataclasses.replace(message, cid=cid)
+        self._outgoing.add(encode(message), cid)
+        return cid
 
-    def private(self, to: str, text: str) -> None:
-        self.send(Private(to, text))
+    def say(self, text: str, *, me: bool = False) -> str:
+        """Send a chat line; returns its ``cid`` (see ``send``)."""
+        return self.send(Say(text, me=me or None)) or ""
+
+    def private(self, to: str, text: str) -> str:
+        """Send a private line; returns its ``cid`` (see ``send``)."""
+        return self.send(Private(to, text)) or ""
+
+    def unconfirmed(self) -> list[str]:
+        """The cids of the lines the server has not echoed yet, oldest first."""
+        return self._outgoing.unconfirmed()
 
     def rename(self, name: str) -> None:
         self.send(Rename(name))
@@ -264,12 +290,11 @@ class ChatClient:
         """Say ``bye`` (if connected), stop both threads and join them."""
         if self._stopping.is_set():
             return
-        if self.connected:
-            self._outgoing.put(encode(Bye(reason)))
-        self._outgoing.put(None)  # the writer stops after what is queued
         deadline = time.monotonic() + timeout
-        if self._writer.is_alive():
-            self._writer.join(max(deadline - time.monotonic(), 0) * 0.6)
+        if self.connected:
+            self._outgoing.add(encode(Bye(reason)))
+            self._outgoing.wait_sent(timeout * 0.6)  # let what was typed go out
+        self._outgoing.close()
         self._stopping.set()
         self._hang_up()
         for thread in (self._writer, self._reader):
@@ -286,6 +311,7 @@ class ChatClient:
                 attempt += 1
                 self._emit(Connecting(self.host, self.port, attempt))
                 ending = self._connect_and_read(first)
+                self._outgoing.pause()  # hold what is typed until we are back
                 if self._joined.is_set():
                     attempt = 1
                     first = False
@@ -301,7 +327,7 @@ class ChatClient:
                     break
         finally:
             self._stopping.set()
-            self._outgoing.put(None)
+            self._outgoing.close()
             self._emit(Closed())
 
     def _connect_and_read(self, first: bool) -> _Ending:
@@ -328,7 +354,8 @@ class ChatClient:
             with self._lock:
                 self._link = link
             self._emit(Connected(self.host, self.port))
-            self._send_on(link, encode(Hello(self.name, self.password)))
+            hello = Hello(self.name, self.password, self.last_id, self.room)
+            self._send_on(link, encode(hello))
             return self._read(link, first, pending)
         except OSError as exc:
             return _Ending(f"connection lost ({exc.strerror or exc})")
@@ -423,7 +450,7 @@ class ChatClient:
                         return _Ending("the server stopped answering", "no_answer")
                     if not pinged and now - heard > self.keepalive:
                         pinged = now
-                        self._outgoing.put(encode(Ping()))
+                        self._outgoing.add(encode(Ping()))
                     continue
                 data = link.sock.recv(65536)
                 if not data:
@@ -435,7 +462,7 @@ class ChatClient:
                 if link.tls is not None:
                     data, reply = link.tls.decrypt(data)
                     if reply:
-                        self._outgoing.put(b"")  # the writer's encrypt sends it
+                        self._outgoing.add(b"")  # the writer's encrypt sends it
                 wire = self.wire
                 if wire is not None and data:
                     wire("in", data)
@@ -471,13 +498,22 @@ class ChatClient:
     def _handle(self, message: ServerMessage, first: bool) -> str:
         """Note what concerns the connection; pass everything on.  Fatal reason?"""
         if isinstance(message, Ping):
-            self._outgoing.put(encode(Pong()))
+            self._outgoing.add(encode(Pong()))
             return ""
         if isinstance(message, Welcome):
             self.name = message.name
+            if message.room != self.room:  # another history: ids start over
+                self.room, self.last_id = message.room, None
+            for line in message.history:
+                self._saw(line)
             self._joined.set()
+            self._outgoing.restart()  # what is kept goes (again), in order
         elif isinstance(message, Renamed) and message.old == self.name:
             self.name = message.new
+        elif isinstance(message, (Message, PrivateMessage)):
+            self._saw(message)
+        elif isinstance(message, Error) and message.cid:
+            self._outgoing.confirm(message.cid)  # refused: it will not go again
         self._emit(message)
         # A notice just before the end of the stream says why (shutting down).
         self._farewell = message.text if isinstance(message, Notice) else ""
@@ -497,30 +533,34 @@ class ChatClient:
     # -- the writer thread ------------------------------------------------
 
     def _write_loop(self) -> None:
-        pending: bytes | None = None
-        while True:
-            if pending is None:
-                pending = self._outgoing.get()
-                if pending is None:
-                    return
-            if not self._joined.wait(POLL):
-                if self._stopping.is_set():
-                    return
+        while not self._stopping.is_set():
+            taken = self._outgoing.take(POLL)
+            if taken is None:
                 continue
+            entry, generation = taken
             with self._lock:
                 link = self._link
-            if link is None:
+            if link is None:  # the connection just ended: wait for the next
+                self._outgoing.pause()
                 continue
             try:
-                self._send_on(link, pending)
-                pending = None
+                self._send_on(link, entry.data)
             except OSError:
                 # Part of the line may have gone: the connection is unusable.
-                # The reader sees it end and reconnects; we send it again then.
-                self._joined.clear()
+                # The reader sees it end and reconnects; the line goes again.
+                self._outgoing.pause()
                 link.shutdown()
+            else:
+                self._outgoing.sent(entry, generation)
 
     # -- helpers ----------------------------------------------------------
+
+    def _saw(self, line: Message | PrivateMessage) -> None:
+        """A line arrived: note its id, and confirm it if it was ours."""
+        if line.id is not None and (self.last_id is None or line.id > self.last_id):
+            self.last_id = line.id
+        if line.cid:
+            self._outgoing.confirm(line.cid)
 
     def _send_on(self, link: _Link, data: bytes) -> None:
         link.send(data)
@@ -536,6 +576,11 @@ class ChatClient:
             link = self._link
         if link is not None:
             link.shutdown()
+
+
+def new_cid() -> str:
+    """A name for a line we send, unique enough to tell our lines apart."""
+    return secrets.token_hex(6)
 
 
 def _normal_fingerprint(text: str) -> str:

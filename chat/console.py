@@ -29,6 +29,7 @@ from .protocol import (
 )
 from .room import DEFAULT_HISTORY
 from .server import ChatServer, ServerConfig, format_address
+from .store import MEMORY, StoreError, default_path
 from .terminal import StdinReader
 from .tls import file_fingerprint, server_context
 
@@ -41,6 +42,8 @@ OPERATOR_HELP = (
     "  /ban NAME|ADDRESS    keep a person (their name and address) out, until restart",
     "  /unban NAME|ADDRESS  let them back in; /bans lists the banned addresses",
     "  /mute NAME           refuse someone's lines; /unmute NAME gives them back",
+    "  /stats               one row per client: traffic, queue, last activity",
+    "  /clear               delete the stored history (asks first)",
     "  /quit                stop the server",
     "  /help                this help",
     "Anything else you type is sent to everyone, from 'server'.",
@@ -176,6 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
     access.add_argument(
         "--tls-key", metavar="PEM", help="the certificate's private key"
     )
+    history = parser.add_argument_group("history")
+    history.add_argument(
+        "--db",
+        metavar="PATH",
+        default=None,
+        help="the history database (default: history.db in your data folder; "
+        ":memory: keeps nothing after the server stops)",
+    )
+    history.add_argument(
+        "--store-private",
+        action="store_true",
+        help="keep private lines in the history too (not by default)",
+    )
     parser.add_argument(
         "--log", metavar="FILE", help="append the conversation to FILE as well"
     )
@@ -207,6 +223,8 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         password=args.password,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        db=args.db or str(default_path()),
+        store_private=args.store_private,
     )
 
 
@@ -344,6 +362,7 @@ class Operator:
             "/bans": self._bans,
             "/mute": self._mute,
             "/unmute": self._unmute,
+            "/clear": self._clear,
             "/help": self._help,
         }
 
@@ -389,6 +408,17 @@ class Operator:
         else:
             self.out(f"Nobody here is called {escape_text(rest)}.")
 
+    def _clear(self, rest: str) -> None:
+        if rest.lower() != "yes":
+            self.out("This deletes every stored message (ids go on increasing).")
+            self.out("Type /clear yes to do it.")
+            return
+        self.server.room.clear_history()
+        if self.server.store.clear():
+            self.out("The history is cleared.")
+        else:
+            self.out("The history could not be cleared in time: see the log.")
+
     def _unmute(self, rest: str) -> None:
         if not rest:
             self.out("Usage: /unmute NAME")
@@ -426,6 +456,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     try:
         server = ChatServer(config_from(args))
+    except StoreError as exc:
+        out(str(exc))
+        return 1
     except OSError as exc:
         out(f"Cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
         if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
@@ -452,6 +485,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             out("Clients that see this fingerprint are talking to this server.")
         if args.password:
             out("A password is needed to join.")
+        store = server.store
+        if store.path == MEMORY:
+            out("History: kept in memory only (--db :memory:).")
+        else:
+            kept = "private lines too" if args.store_private else "not private lines"
+            out(f"History: {store.path} ({kept})")
         if args.echo:
             out("Echo mode: every line goes back to its sender.")
         else:

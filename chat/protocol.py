@@ -167,7 +167,8 @@ class Hello:
     type: ClassVar[str] = "hello"
     name: str
     password: str | None = None
-    since: int | None = None
+    since: int | None = None  # the last message id seen, when coming back
+    room: str | None = None  # the welcome's room, which ``since`` counts in
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +243,11 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class PrivateMessage:
-    """Server -> the two people concerned: a private line."""
+    """Server -> the two people concerned: a private line.
+
+    ``id`` comes from the same sequence as the messages' ids (so a client
+    can put it in order and drop a duplicate); a server may leave it out.
+    """
 
     type: ClassVar[str] = "private"
     sender: str
@@ -250,16 +255,22 @@ class PrivateMessage:
     text: str
     ts: float
     cid: str | None = None
+    id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
-    """Server -> a newcomer: you are in, as ``name``; who is here; what was said."""
+    """Server -> a newcomer: you are in, as ``name``; who is here; what was said.
+
+    ``history`` holds chat lines, and the newcomer's own private lines where
+    the server keeps them, oldest first.
+    """
 
     type: ClassVar[str] = "welcome"
     name: str
     users: tuple[str, ...]
-    history: tuple[Message, ...]
+    history: tuple[Message | PrivateMessage, ...]
+    room: str | None = None  # names this history: ids count within it
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +386,8 @@ ERROR_CODES = {
 }
 
 _WIRE_NAMES = {"sender": "from"}
+_HISTORY = tuple[Message | PrivateMessage, ...]
+_HISTORY_TYPES = frozenset({Message.type, PrivateMessage.type})
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,7 +426,7 @@ def to_dict(message: Any) -> dict[str, Any]:
         value = getattr(message, f.attr)
         if value is None:
             continue
-        if f.kind == tuple[Message, ...]:
+        if f.kind == _HISTORY:
             value = [to_dict(item) for item in value]
         out[f.wire] = value
     return out
@@ -477,10 +490,10 @@ def _convert(value: Any, kind: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ProtocolError("bad_message", f"{where} must be a list")
         return tuple(_check_str(item, where) for item in value)
-    if kind == tuple[Message, ...]:
+    if kind == _HISTORY:
         # Only chat lines: a "joined" here would reach code that reads .ts.
         if not isinstance(value, list) or not all(
-            isinstance(item, dict) and item.get("type") == Message.type
+            isinstance(item, dict) and item.get("type") in _HISTORY_TYPES
             for item in value
         ):
             raise ProtocolError("bad_message", f"{where} must be a list of messages")

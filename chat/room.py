@@ -17,10 +17,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
+from .history import History
 from .protocol import (
     Joined,
     Left,
@@ -92,21 +92,6 @@ class Member:
         return f"<Member {self.name or '(no name)'} {self.address}>"
 
 
-class History:
-    """The last ``size`` public messages, oldest first.  Guarded by the room."""
-
-    def __init__(self, size: int = DEFAULT_HISTORY) -> None:
-        self._messages: deque[Message] = deque(maxlen=max(size, 0) or None)
-        self._keep = size > 0
-
-    def append(self, message: Message) -> None:
-        if self._keep:
-            self._messages.append(message)
-
-    def recent(self) -> tuple[Message, ...]:
-        return tuple(self._messages)
-
-
 class Room:
     """Members, names, history and fan-out.  Every method is thread-safe.
 
@@ -119,21 +104,32 @@ class Room:
         history_size: int = DEFAULT_HISTORY,
         max_welcome_bytes: int = DEFAULT_WELCOME_BYTES,
         deliver: Deliver | None = None,
+        history: History | None = None,
     ) -> None:
         self.max_welcome_bytes = max_welcome_bytes
         self._deliver = deliver or put_each
         self._lock = threading.Lock()
         # Everything below is guarded by _lock.
         self._members: dict[str, Member] = {}  # name_key -> member, in join order
-        self._history = History(history_size)
-        self._next_id = 1
+        self._history = history or History(history_size)
         self._muted: set[str] = set()  # name keys the operator silenced
         self._banned: set[str] = set()  # name keys nobody may take
 
     # -- membership -------------------------------------------------------
 
-    def join(self, member: Member, name: str) -> None:
-        """Take ``name`` for ``member``, send it the welcome, tell the others."""
+    def join(
+        self,
+        member: Member,
+        name: str,
+        since: int | None = None,
+        room: str | None = None,
+    ) -> None:
+        """Take ``name`` for ``member``, send it the welcome, tell the others.
+
+        The welcome replays the last lines, or, with ``since`` (the last id
+        the client saw, in the history called ``room``), every line after it
+        that is still kept.  ``since`` from another history means nothing.
+        """
         name = check_name(name)
         key = name_key(name)
         with self._lock:
@@ -145,7 +141,9 @@ class Room:
                 raise ProtocolError("name_taken", f"{name} is already taken")
             member.name = name
             self._members[key] = member
-            member.outbox.put(self._welcome(member, name))
+            if room != self._history.token:
+                since = None
+            member.outbox.put(self._welcome(member, name, since))
             self._fan_out((Joined(name),), exclude=member)
         log.info("* %s joined from %s", name, member.address)
 
@@ -218,8 +216,16 @@ class Room:
         with self._lock:
             sender = self._require_joined(member)
             self._require_voice(sender)
-            messages = self._stamp(sender, lines)
-            self._fan_out(messages, exclude=None if member.echo else member)
+            fresh = []
+            for line in lines:
+                first = self._history.repeat(sender, line.cid)
+                if first is None:
+                    fresh.append(line)
+                elif member.echo:  # a resend: show the first one again
+                    member.outbox.put(member.render(first))
+            messages = self._stamp(sender, fresh)
+            if messages:
+                self._fan_out(messages, exclude=None if member.echo else member)
         if log.isEnabledFor(logging.INFO):
             for message in messages:
                 log.info("%s: %s", sender, escape_text(message.text))
@@ -238,12 +244,19 @@ class Room:
         with self._lock:
             sender = self._require_joined(member)
             self._require_voice(sender)
+            first = self._history.repeat(sender, cid)
+            if first is not None:  # a resend: confirm the first one again
+                member.outbox.put(member.render(first))
+                return
             target = self._members.get(name_key(to))
             if target is None:
                 shown = escape_text(to[:40])
                 raise ProtocolError("no_such_user", f"nobody here is called {shown}")
             assert target.name is not None
-            message = PrivateMessage(sender, target.name, text, time.time(), cid)
+            message = PrivateMessage(
+                sender, target.name, text, time.time(), cid, self._history.next_id()
+            )
+            self._history.add(message)
             target.outbox.put(target.render(message))
             if target is not member:
                 member.outbox.put(member.render(message))
@@ -317,23 +330,40 @@ class Room:
         with self._lock:
             return self._history.recent()
 
+    def clear_history(self) -> None:
+        """Forget every line said so far (ids keep increasing)."""
+        with self._lock:
+            self._history.clear()
+
     # -- inside the lock --------------------------------------------------
 
     def _names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self._members.values() if m.name)
 
-    def _welcome(self, member: Member, name: str) -> bytes:
+    def _welcome(self, member: Member, name: str, since: int | None) -> bytes:
         """The welcome for ``member``, rendered, with as much history as fits."""
-        history = self._history.recent()
-        data = member.render(Welcome(name, self._names(), history))
-        if len(data) <= self.max_welcome_bytes:
-            return data
+        notes = []
+        if since is None:
+            history: tuple = self._history.recent()
+        else:
+            history, left_out, gone = self._history.since(since, name)
+            if left_out:
+                notes.append(
+                    f"{left_out} earlier messages were missed; only the last "
+                    f"{self._history.cap} are shown."
+                )
+            elif gone:
+                notes.append("Some earlier messages are no longer kept.")
+        whole = len(history)
+        token = self._history.token
+        data = member.render(Welcome(name, self._names(), history, token))
         while history and len(data) > self.max_welcome_bytes:
             history = history[max(len(history) // 4, 1) :]  # drop the oldest
-            data = member.render(Welcome(name, self._names(), history))
-        skipped = len(self._history.recent()) - len(history)
-        note = Notice(f"{skipped} earlier messages were too long to replay.")
-        return data + member.render(note)
+            data = member.render(Welcome(name, self._names(), history, token))
+        if len(history) < whole:
+            dropped = whole - len(history)
+            notes.append(f"{dropped} earlier messages were too long to replay.")
+        return data + b"".join(member.render(Notice(text)) for text in notes)
 
     def _require_joined(self, member: Member) -> str:
         # Compare the member, not just the name: a kicked member keeps its
@@ -350,11 +380,11 @@ class Room:
     def _stamp(self, sender: str, lines: Iterable[Say]) -> tuple[Message, ...]:
         now = time.time()
         messages = []
+        history = self._history
         for line in lines:
             me = line.me or None  # "me": false means the same as no "me"
-            message = Message(self._next_id, sender, line.text, now, me, line.cid)
-            self._next_id += 1
-            self._history.append(message)
+            message = Message(history.next_id(), sender, line.text, now, me, line.cid)
+            history.add(message)
             messages.append(message)
         return tuple(messages)
 

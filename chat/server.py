@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from . import outbox as outbox_module
 from . import plain
+from .history import History
 from .protocol import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -47,6 +48,7 @@ from .protocol import (
 )
 from .room import DEFAULT_HISTORY, Member, Room
 from .session import EchoSession, JsonSession, PlainSession, Policy, Session
+from .store import MEMORY, Store
 from .tls import TlsChannel, server_context
 
 log = logging.getLogger("chat.server")
@@ -87,6 +89,8 @@ class ServerConfig:
     password: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    db: str = MEMORY  # the history file (chat.console picks the user's one)
+    store_private: bool = False
 
 
 class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
@@ -115,11 +119,17 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         # use), socketserver calls server_close(), which needs it, then raises.
         # Half the outbox for a welcome: a long history never makes a newcomer
         # a "slow consumer" before it has read a byte.
+        self.store = Store.open(self.config.db)  # StoreError: a sentence to show
+        history = History(
+            self.config.history, self.store, keep_private=self.config.store_private
+        )
+        self.store.start()
         self.writer = outbox_module.Writer()
         self.room = Room(
             self.config.history,
             self.config.max_outbox_bytes // 2,
             deliver=self.writer.deliver,
+            history=history,
         )
         self.policy = Policy(
             password=self.config.password,
@@ -214,6 +224,7 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         for thread in threads:
             thread.join(2 * outbox_module.LINGER)
         self.writer.stop()
+        self.store.stop()
 
     # -- for handlers and the console ---------------------------------------
 

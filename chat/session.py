@@ -216,7 +216,7 @@ class JsonSession(Session):
             if member.name is not None:
                 raise ProtocolError("already_registered", "you are already in")
             self._check_password(message.password)
-            room.join(member, message.name)
+            room.join(member, message.name, message.since, message.room)
         elif isinstance(message, Ping):
             self.tell(Pong())
         elif isinstance(message, Pong):

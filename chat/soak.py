@@ -310,7 +310,9 @@ class ServerProcess:
     """
 
     def __init__(self, server_args: Sequence[str]) -> None:
-        self.command = [sys.executable, str(SERVER_SCRIPT), "--port", "0", "-q"]
+        self.command = [
+            sys.executable, str(SERVER_SCRIPT), "--port", "0", "-q", "--db", ":memory:"
+        ]  # fmt: skip
         self.command += list(server_args)
         # The last lines it printed after the banner, and every line that
         # says something went wrong; the ``server output`` thread appends.

@@ -35,6 +35,7 @@ from chat.console import (
 )
 from chat.plain import PROMPT
 from chat.server import GOODBYE, ServerConfig
+from chat.store import default_path
 from tests.helpers import DEADLINE, LineClient, json_client, plain_client, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,16 +178,17 @@ def test_safe_formatter_escapes_control_characters(message, args, shown):
 
 def test_defaults_serve_this_computer_on_port_12345():
     config = config_from(build_parser().parse_args([]))
-    assert config == ServerConfig()
+    assert config == ServerConfig(db=str(default_path()))
     assert (config.host, config.port, config.history) == ("127.0.0.1", 12345, 50)
     assert config.echo is False
+    assert config.db.endswith("history.db")  # kept, in the user's data folder
 
 
 def test_every_option_reaches_the_server_config():
     argv = [
         *("--host", "0.0.0.0", "--port", "0", "--echo", "--max-clients", "7"),
         *("--history", "3", "--max-line-bytes", "100", "--max-outbox-bytes", "5000"),
-        *("--log", "chat.log", "-v"),
+        *("--log", "chat.log", "-v", "--db", "/tmp/x.db", "--store-private"),
     ]
     args = build_parser().parse_args(argv)
     assert config_from(args) == ServerConfig(
@@ -197,6 +199,8 @@ def test_every_option_reaches_the_server_config():
         history=3,
         max_line_bytes=100,
         max_outbox_bytes=5000,
+        db="/tmp/x.db",
+        store_private=True,
     )
     assert (args.log, args.verbose) == ("chat.log", True)
 
@@ -295,6 +299,8 @@ def launched(*args: str, stdin=subprocess.PIPE) -> Iterator[Launcher]:
     """Run the launcher with ``args``; kill it by its PID if it is still running."""
     env = dict(os.environ)
     env.pop("PYTHONUNBUFFERED", None)  # its output must come at once without it
+    if "--db" not in args:  # never the user's own history file
+        args = (*args, "--db", ":memory:")
     process = subprocess.Popen(
         [sys.executable, "server.py", *args],
         cwd=ROOT,

@@ -34,7 +34,7 @@ def xdotool(*args: str) -> str:
 
 def start_server(tmp_path: Path) -> tuple[subprocess.Popen, int]:
     process = subprocess.Popen(
-        [sys.executable, "server.py", "--port", "0"],
+        [sys.executable, "server.py", "--port", "0", "--db", str(tmp_path / "h.db")],
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

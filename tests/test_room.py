@@ -109,7 +109,9 @@ def test_first_member_is_welcomed_alone_with_no_history():
     room = Room()
     alice = json_member()
     room.join(alice, "alice")
-    assert received(alice) == [Welcome("alice", ("alice",), ())]
+    [welcome] = received(alice)
+    assert welcome == Welcome("alice", ("alice",), (), welcome.room)
+    assert welcome.room  # names this history, for a later "since"
     assert alice.name == "alice"
     assert room.names() == ("alice",)
 

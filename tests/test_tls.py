@@ -414,7 +414,7 @@ def test_a_bad_certificate_is_a_clear_message(tmp_path, case):
     }[case]
     options = ["--tls-cert", cert] + (["--tls-key", key] if key else [])
     done = subprocess.run(
-        [sys.executable, "server.py", "--port", "0", *options],
+        [sys.executable, "server.py", "--port", "0", "--db", ":memory:", *options],
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         capture_output=True,

@@ -28,6 +28,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -151,11 +152,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_ours(extra: list[str]) -> Server:
+def start_ours(extra: list[str], folder: str) -> Server:
+    """server.py as a teacher runs it, history database on (in ``folder``)."""
     port = free_port()
     command = [
         sys.executable, "server.py", "--port", str(port), "-q",
-        "--flood-rate", "0", "--max-clients", "6000", *extra,
+        "--flood-rate", "0", "--max-clients", "6000",
+        "--db", os.path.join(folder, "history.db"), *extra,
     ]  # fmt: skip
     return Server("ours", command, port)
 
@@ -335,7 +338,8 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     shapes = [SHAPES[int(n)] for n in args.shapes.split(",")]
-    ours = start_ours(args.server_arg)
+    folder = tempfile.mkdtemp(prefix="chat-bench-")
+    ours = start_ours(args.server_arg, folder)
     ncat = start_ncat()
     if ncat is None:
         print("ncat is not installed (Debian: apt install ncat): ours only.")
@@ -354,6 +358,7 @@ def main(argv: list[str]) -> int:
         ours.stop()
         if ncat is not None:
             ncat.stop()
+        shutil.rmtree(folder, ignore_errors=True)
     checks = verdicts(summary)
     if args.json:
         print(json.dumps({"shapes": summary, "targets": checks}, default=str))

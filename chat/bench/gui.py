@@ -107,13 +107,17 @@ def stop_process(process: subprocess.Popen) -> None:
             process.wait(3.0)
 
 
+#: A server that floods freely and keeps no history file.
+QUIET_MEMORY = ("--flood-rate", "0", "--db", ":memory:")
+
+
 @contextmanager
 def chat_server(workdir: Path) -> Iterator[int]:
     """A ``server.py`` of our own for the block; yields its port."""
     output = workdir / "server.out"
     with open(output, "w", encoding="utf-8") as sink:
         process = subprocess.Popen(
-            [sys.executable, "server.py", "--port", "0", "-q", "--flood-rate", "0"],
+            [sys.executable, "server.py", "--port", "0", "-q", *QUIET_MEMORY],
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=sink,

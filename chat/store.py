@@ -1,0 +1,276 @@
+"""The room's history on disk: SQLite from the standard library, in WAL mode.
+
+The room never waits for the disk.  It hands every new message to ``add``,
+which only puts it on a queue; one thread (``history writer``) owns the
+database connection, takes what is queued, writes it in one transaction and
+commits at least every ``COMMIT_INTERVAL`` seconds.  So a ``kill -9`` loses
+at most the last tenth of a second, and a row, once written, is never
+rewritten.
+
+At start, ``Store.open`` checks the file (damaged? locked by another server?
+read-only?) and raises ``StoreError`` with a sentence for people; ``load``
+returns the last messages and the highest id ever given, so ids keep
+increasing across restarts and never come back (``AUTOINCREMENT`` remembers
+them even after ``/clear``).  If the disk fills up while running, that is
+logged once and the room carries on in memory.
+
+The file is held with an exclusive lock for as long as the server runs: a
+second server on the same file would hand out the same ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import secrets
+import sqlite3
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .protocol import Message, PrivateMessage
+
+log = logging.getLogger("chat.store")
+
+COMMIT_INTERVAL = 0.1  # seconds: the most a kill -9 can lose
+APP_FOLDER = "classchat"
+MEMORY = ":memory:"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- given by the room; never reused
+    sender TEXT NOT NULL,
+    text TEXT NOT NULL,
+    ts REAL NOT NULL,
+    me INTEGER,
+    cid TEXT,
+    recipient TEXT  -- NULL for the room; a name for a private line
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+Stored = Message | PrivateMessage
+
+
+class StoreError(Exception):
+    """The database cannot be used: the message says what, where, what to do."""
+
+
+def default_path() -> Path:
+    """This user's history file, in the platform's usual data folder."""
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local"
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / APP_FOLDER / "history.db"
+
+
+@dataclass
+class _Clear:
+    """A request, on the writer's queue, to delete every stored message."""
+
+    done: threading.Event
+
+
+class Store:
+    """One history database.  See the module docstring.
+
+    Life cycle: ``Store.open(path)`` (checks, may raise ``StoreError``),
+    ``load()``, ``start()`` the writer thread, ``add()`` from any thread,
+    ``stop()`` to write what is left and close.  ``add`` and ``clear`` never
+    block on the disk.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, path: str) -> None:
+        # The connection is used by the thread that opened it until start(),
+        # then by the writer thread alone (check_same_thread=False).
+        self._db = connection
+        self.path = path
+        self._queue: queue.SimpleQueue[Stored | _Clear | None] = queue.SimpleQueue()
+        self._failed = False  # the disk refused a write: carry on in memory
+        self._thread = threading.Thread(
+            target=self._run, name="history writer", daemon=True
+        )
+
+    @classmethod
+    def open(cls, path: str | Path) -> Store:
+        """Open (or create) the database at ``path`` and check it can be used."""
+        where = str(path)
+        if where != MEMORY:
+            Path(where).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(
+                where, timeout=0.5, check_same_thread=False, isolation_level=None
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(_explain(exc, where)) from None
+        try:
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            if where != MEMORY:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")  # safe from a kill -9
+            if db.execute("PRAGMA quick_check(1)").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("database disk image is malformed")
+            db.executescript(_SCHEMA)
+            db.execute("BEGIN IMMEDIATE")  # take the lock for as long as we run
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            db.close()
+            raise StoreError(_explain(exc, where)) from None
+        return cls(db, where)
+
+    def load(self, count: int) -> tuple[int, list[Stored]]:
+        """The highest id ever given, and the last ``count`` messages, oldest
+        first.  Call before ``start``."""
+        row = self._db.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'messages'"
+        ).fetchone()
+        last_id = row[0] if row else 0
+        rows = self._db.execute(
+            "SELECT id, sender, text, ts, me, cid, recipient FROM messages "
+            "ORDER BY id DESC LIMIT ?",
+            (count,),
+        ).fetchall()
+        messages: list[Stored] = []
+        for id_, sender, text, ts, me, cid, recipient in reversed(rows):
+            if recipient is None:
+                messages.append(Message(id_, sender, text, ts, bool(me) or None, cid))
+            else:
+                messages.append(PrivateMessage(sender, recipient, text, ts, cid, id_))
+        return last_id, messages
+
+    def room_token(self) -> str:
+        """This history's name, made once and kept: clients count ids in it."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'room'").fetchone()
+        if row is not None:
+            return row[0]
+        token = secrets.token_hex(8)
+        self._db.execute("INSERT INTO meta (key, value) VALUES ('room', ?)", (token,))
+        return token
+
+    def count(self) -> int:
+        """How many messages are stored (call before ``start``)."""
+        return self._db.execute("SELECT count(*) FROM messages").fetchone()[0]
+
+    # -- any thread -----------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, message: Stored) -> None:
+        """Queue a message to be written.  Never blocks."""
+        self._queue.put(message)
+
+    def clear(self, timeout: float = 2.0) -> bool:
+        """Delete every stored message (ids are not reused).  Waits for it."""
+        done = threading.Event()
+        self._queue.put(_Clear(done))
+        return done.wait(timeout)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Write what is queued, commit, close; join the writer thread."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._db.close()
+
+    # -- the writer thread ------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            batch = [first]
+            deadline = time.monotonic() + COMMIT_INTERVAL
+            while batch[-1] is not None and time.monotonic() < deadline:
+                try:
+                    batch.append(self._queue.get(timeout=COMMIT_INTERVAL / 4))
+                except queue.Empty:
+                    break
+            stop = batch[-1] is None
+            self._write([item for item in batch if item is not None])
+            if stop:
+                return
+
+    def _write(self, batch: list[Stored | _Clear]) -> None:
+        rows = []
+        for item in batch:
+            if isinstance(item, _Clear):
+                self._commit(rows)
+                rows = []
+                self._execute("DELETE FROM messages")
+                item.done.set()
+            elif isinstance(item, Message):
+                rows.append(
+                    (item.id, item.sender, item.text, item.ts, item.me, item.cid, None)
+                )
+            else:
+                rows.append(
+                    (item.id, item.sender, item.text, item.ts, None, item.cid, item.to)
+                )
+        self._commit(rows)
+
+    def _commit(self, rows: list[tuple]) -> None:
+        if not rows or self._failed:
+            return
+        self._execute(
+            "INSERT OR IGNORE INTO messages "
+            "(id, sender, text, ts, me, cid, recipient) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def _execute(self, sql: str, rows: list[tuple] | None = None) -> None:
+        try:
+            self._db.execute("BEGIN")
+            if rows is None:
+                self._db.execute(sql)
+            else:
+                self._db.executemany(sql, rows)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if not self._failed:  # say it once, then carry on in memory
+                self._failed = True
+                log.error(
+                    "The history can no longer be saved to %s (%s). The room "
+                    "carries on; new messages are kept in memory only.",
+                    self.path,
+                    exc,
+                )
+
+
+def _explain(exc: sqlite3.Error, where: str) -> str:
+    """A sentence for the operator: what is wrong with the file, what to do."""
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        return (
+            f"The history database {where} is in use by another program "
+            "(another chat server?). Stop it, or give this server its own "
+            "file with --db PATH (or --db :memory: to keep nothing)."
+        )
+    if "readonly" in text or "read-only" in text or "permission" in text:
+        return (
+            f"The history database {where} cannot be written (read-only, or "
+            "not yours). Fix its permissions, or choose another file with "
+            "--db PATH."
+        )
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return (
+            f"The history database {where} is damaged (not a readable SQLite "
+            "file). Move it away (or delete it) to start a new history, or "
+            "choose another file with --db PATH."
+        )
+    if "unable to open" in text:
+        return (
+            f"The history database {where} cannot be opened or created (is "
+            "the folder there, and writable?). Choose another file with --db PATH."
+        )
+    return f"The history database {where} cannot be used: {exc}."
