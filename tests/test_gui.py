@@ -486,3 +486,102 @@ def test_control_characters_are_shown_escaped_not_obeyed(server, make_app):
     shown = app.view.contents().splitlines()[-1]
     assert shown.endswith("bob: red\\x1b[31m \\u202eevil\\u200b\\x07 ok 👋")
     assert not any(ord(c) < 32 or 0x200B <= ord(c) <= 0x202E for c in shown)
+
+
+# -- nothing lost (issue 8) ------------------------------------------------------
+
+
+def pending_texts(app):
+    """The view's lines still waiting for the server (greyed, with a clock)."""
+    text = app.view.text
+    ranges = text.tag_ranges("pending")
+    return {
+        text.get(ranges[i], ranges[i + 1]).strip() for i in range(0, len(ranges), 2)
+    }
+
+
+def test_lines_typed_while_the_server_is_away_go_once_in_order(make_app, tmp_path):
+    db = str(tmp_path / "history.db")
+    with running_server(db=db) as first:
+        port = first.port
+        app = make_app()
+        connected(app, first, "ada")
+        type_into(app.root, app.entry, "before the outage")
+        pump_until(app.root, lambda: "ada: before the outage" in app.view.contents())
+    pump_until(app.root, lambda: app.status.cget("text").startswith("Reconnecting"))
+    for text in ("one", "two", "three"):
+        type_into(app.root, app.entry, text)
+    shown = pending_texts(app)  # at once, greyed, with a clock, in order
+    assert [line.split("⏲ ")[1] for line in sorted(shown)] == [
+        "ada: one",
+        "ada: three",
+        "ada: two",
+    ]
+    with running_server(port=port, db=db) as second, json_client(port, "bob") as bob:
+        pump_until(
+            app.root,
+            lambda: not app._pending and app.client.connected,
+            "the three lines to be confirmed",
+            timeout=DEADLINE + 3,
+        )
+        said = [m.text for m in second.room.history() if m.sender == "ada"]
+        assert said == ["before the outage", "one", "two", "three"]
+        bob.send_json(type="say", text="welcome back")
+        pump_until(app.root, lambda: "bob: welcome back" in app.view.contents())
+    lines = app.view.contents().splitlines()
+    ada = [line.split("ada: ", 1)[1] for line in lines if "ada: " in line]
+    assert ada == ["before the outage", "one", "two", "three"]  # once each, in order
+    assert not app.view.text.tag_ranges("pending")
+
+
+def test_what_was_missed_comes_under_a_divider_without_duplicates(make_app, tmp_path):
+    db = str(tmp_path / "history.db")
+    with running_server(db=db) as first:
+        port = first.port
+        with json_client(port, "bob") as bob:
+            app = make_app()
+            connected(app, first, "ada")
+            bob.send_json(type="say", text="seen before")
+            pump_until(app.root, lambda: "bob: seen before" in app.view.contents())
+    pump_until(app.root, lambda: app.status.cget("text").startswith("Reconnecting"))
+    with running_server(port=port, db=db) as second, json_client(port, "carl") as carl:
+        carl.send_json(type="say", text="missed one")
+        carl.send_json(type="say", text="missed two")
+        wait_for(lambda: len(second.room.history()) == 3, what="the missed lines")
+        pump_until(
+            app.root,
+            lambda: app.status.cget("text").startswith("Connected"),
+            "the reconnect",
+            timeout=DEADLINE + 3,
+        )
+        pump_until(app.root, lambda: "carl: missed two" in app.view.contents())
+    lines = app.view.contents().splitlines()
+    divider = next(i for i, line in enumerate(lines) if "while you were away" in line)
+    assert "carl: missed one" in lines[divider + 1]
+    assert "carl: missed two" in lines[divider + 2]
+    assert sum("bob: seen before" in line for line in lines) == 1
+
+
+def test_a_refused_line_is_shown_failed_and_a_click_sends_it_again(server, make_app):
+    app = make_app()
+    connected(app, server, "ada")
+    server.room.mute("ada")
+    type_into(app.root, app.entry, "let me speak")
+    pump_until(app.root, lambda: "not sent" in app.view.contents())
+    assert "click to send again" in app.view.contents()
+    assert app.view.text.tag_ranges("failed")
+    server.room.unmute("ada")
+    x, y = app.view.text.bbox(app.view.text.tag_ranges("retry")[0])[:2]
+    # Tk finds the tag under the mouse by its motion: move there, then click.
+    for event in ("<Motion>", "<ButtonPress-1>", "<ButtonRelease-1>"):
+        app.view.text.event_generate(event, x=x + 2, y=y + 2)
+    pump_until(
+        app.root,
+        lambda: (
+            "not sent" not in app.view.contents()
+            and "ada: let me speak" in app.view.contents()
+        ),
+        "the line sent again and confirmed",
+    )
+    assert not app.view.text.tag_ranges("failed")
+    assert [m.text for m in server.room.history()] == ["let me speak"]

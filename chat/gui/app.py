@@ -16,6 +16,7 @@ A bug in a callback is logged and shown as a line in the window
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import queue
 import sys
@@ -52,7 +53,14 @@ from ..protocol import (
     Welcome,
 )
 from .dialogs import ConnectDialog, check_connect_fields, suggest_other_name
-from .format import Line, lines_for, notice_line
+from .format import (
+    Line,
+    Timeline,
+    divider_line,
+    lines_for,
+    notice_line,
+    pending_line,
+)
 from .settings import Settings
 from .view import MessageView, UserList
 
@@ -105,6 +113,8 @@ class ChatApp:
         self._countdown_id: str | None = None
         self._retry_at = 0.0
         self._dialog: ConnectDialog | None = None
+        self._pending: dict[str, Say | Private] = {}  # cid -> line not yet confirmed
+        self.timeline = Timeline()  # which lines are shown already
         self._password: str | None = None  # for a reconnect after a TLS question
         self._closed = False
         self._build()
@@ -239,6 +249,7 @@ class ChatApp:
         if client is None:
             return
         client.close("quit", timeout=0.5)
+        self._fail_all_pending("disconnected")
         self.users.clear()
         if not quiet:
             self.add_lines([notice_line("Disconnected.")])
@@ -292,14 +303,15 @@ class ChatApp:
         if isinstance(event, Untrusted):
             return self._untrusted(event)
         if isinstance(event, Welcome):
-            self.me = event.name
-            self.users.set_users(event.users, self.me)
-            assert self.client is not None
-            self._set_status(
-                f"Connected to {self.client.host}:{self.client.port} as {self.me}"
-            )
-            self._update_title()
-        elif isinstance(event, Joined):
+            return self._welcomed(event)
+        if isinstance(event, (Message, PrivateMessage)):
+            self._confirm(event)
+            if not self.timeline.fresh(event):
+                return []  # a resend's echo, or a replay: it is shown already
+        elif isinstance(event, Error) and event.cid in self._pending:
+            self._failed(event.cid, event.text)
+            return []
+        if isinstance(event, Joined):
             self.users.add(event.name)
         elif isinstance(event, Left):
             self.users.remove(event.name)
@@ -327,6 +339,55 @@ class ChatApp:
         self._notify(event, lines)
         return lines
 
+    def _welcomed(self, event: Welcome) -> list[Line]:
+        """In (again): who is here, and what was said that is not shown yet.
+
+        Within one history (``room``) ids only grow, so a line at or below the
+        highest id shown is one we have: nothing is shown twice.  Coming back
+        to the same room, what was missed goes under a divider.
+        """
+        missed, coming_back = self.timeline.welcome(event.room, event.history)
+        for line in event.history:
+            self._confirm(line)
+        self.me = event.name
+        self.users.set_users(event.users, self.me)
+        assert self.client is not None
+        self._set_status(
+            f"Connected to {self.client.host}:{self.client.port} as {self.me}"
+        )
+        self._update_title()
+        lines = lines_for(dataclasses.replace(event, history=missed), self.me)
+        if coming_back:
+            welcome_back = notice_line(f"Back in the room as {self.me}.")
+            return [divider_line("while you were away"), *lines[:-1], welcome_back]
+        return lines
+
+    def _confirm(self, line: Message | PrivateMessage) -> None:
+        """A line of ours came back from the room: it is no longer pending."""
+        if line.cid and self._pending.pop(line.cid, None) is not None:
+            self.view.remove_pending(line.cid)
+
+    def _failed(self, cid: str, reason: str) -> None:
+        """The room refused a line: show why; a click sends it again."""
+        line = self._pending.pop(cid)
+        self.view.fail_pending(cid, reason, lambda: self._retry(cid, line))
+
+    def _fail_all_pending(self, reason: str) -> None:
+        """The client stopped for good: its waiting lines will not go by
+        themselves (a click sends one again once connected)."""
+        for cid in list(self._pending):
+            self._failed(cid, reason)
+
+    def _retry(self, cid: str, line: Say | Private) -> None:
+        if not self.view.remove_pending(cid):
+            return  # clicked twice
+        text = line.text
+        if isinstance(line, Private):
+            text = f"/msg {line.to} {text}"
+        elif line.me:
+            text = f"/me {text}"
+        self.submit(text)
+
     def _disconnected(self, event: Disconnected) -> list[Line]:
         self.users.clear()
         self._update_title()
@@ -337,6 +398,7 @@ class ChatApp:
             text = f"Could not connect to {where}: {reason}."
         if event.retry_in is None:
             self._set_status("Not connected")
+            self._fail_all_pending("not connected")
             if self.client is not None and not self.client.connected:
                 self.client = None
             if event.failure == "tls_unknown":
@@ -418,11 +480,14 @@ class ChatApp:
                 [notice_line("Not connected: use Chat → Connect… first.", "error")]
             )
             return
-        if isinstance(parsed, (Say, Private)) and not self.client.connected:
-            self.add_lines(
-                [notice_line("Not connected yet: your line will go when we are.")]
-            )
-        self.client.send(parsed)
+        cid = self.client.send(parsed)
+        if cid is not None:  # a chat line: shown at once, waiting for the room
+            assert isinstance(parsed, (Say, Private))
+            to = parsed.to if isinstance(parsed, Private) else None
+            me = bool(getattr(parsed, "me", False))
+            self._pending[cid] = parsed
+            self.view.add_pending(cid, pending_line(parsed.text, me, to, self.me))
+            self.view.text.see("end")
 
     def recall(self, step: int) -> str:
         """Up/Down in the entry: bring back earlier lines."""

@@ -72,6 +72,9 @@ class MessageView(ttk.Frame):
         text.tag_configure("mention", background="#fff3b0", font=bold)
         text.tag_configure("line-mention", background="#fffbe6")
         text.tag_configure("divider", foreground="#2f6f3f", justify="center")
+        text.tag_configure("pending", foreground="#9a9a9a")
+        text.tag_configure("failed", foreground="#b00020", overstrike=False)
+        text.tag_configure("retry", underline=True)
         text.tag_raise("mention")
 
     def set_font(self, text_font: tkfont.Font) -> None:
@@ -81,7 +84,7 @@ class MessageView(ttk.Frame):
     def at_bottom(self) -> bool:
         return self.text.yview()[1] >= 0.999
 
-    def add(self, lines: Iterable[Line]) -> None:
+    def add(self, lines: Iterable[Line], extra_tags: tuple[str, ...] = ()) -> None:
         """Append lines at the end; scroll only if the reader was at the bottom.
 
         All the lines go in with one ``insert`` call: tkinter lets go of the
@@ -94,6 +97,7 @@ class MessageView(ttk.Frame):
             line_tags = ("own",) if line.kind == "own" else (f"line-{line.kind}",)
             if line.mention:
                 line_tags = (*line_tags, "line-mention")
+            line_tags = (*line_tags, *extra_tags)
             for piece, tags in line.pieces:
                 args += [piece, (*tags, *line_tags)]
             args += ["\n", line_tags]
@@ -109,6 +113,40 @@ class MessageView(ttk.Frame):
             text.configure(state="disabled")
         if follow:
             text.see("end")
+
+    def add_pending(self, cid: str, line: Line) -> None:
+        """Add a line typed but not yet confirmed, tagged so it can be found."""
+        self.add([line], extra_tags=(f"cid-{cid}",))
+
+    def remove_pending(self, cid: str) -> bool:
+        """The server confirmed the line: take the pending one away."""
+        ranges = self.text.tag_ranges(f"cid-{cid}")
+        if not ranges:
+            return False
+        self.text.configure(state="normal")
+        try:
+            self.text.delete(ranges[0], ranges[-1])
+        finally:
+            self.text.configure(state="disabled")
+        return True
+
+    def fail_pending(self, cid: str, reason: str, retry: Callable[[], None]) -> None:
+        """The line was refused: show it failed, and send it again on a click."""
+        tag = f"cid-{cid}"
+        ranges = self.text.tag_ranges(tag)
+        if not ranges:
+            return
+        start, end = ranges[0], ranges[-1]
+        text = self.text
+        text.configure(state="normal")
+        try:
+            text.tag_remove("pending", start, end)
+            text.tag_add("failed", start, end)
+            note = f"  ✗ not sent: {reason.rstrip('.')} (click to send again)"
+            text.insert(f"{end} - 1 chars", note, ("failed", "retry", tag))
+        finally:
+            text.configure(state="disabled")
+        text.tag_bind(tag, "<Button-1>", lambda e: retry())
 
     def _trim(self) -> None:
         count = int(self.text.index("end-1c").split(".")[0])
