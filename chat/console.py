@@ -20,6 +20,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
+from .discovery import DiscoveryResponder
 from .protocol import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -178,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     access.add_argument(
         "--tls-key", metavar="PEM", help="the certificate's private key"
+    )
+    parser.add_argument(
+        "--no-discovery",
+        action="store_true",
+        help="do not answer 'Find servers' (UDP probes on the same port)",
     )
     history = parser.add_argument_group("history")
     history.add_argument(
@@ -363,6 +369,7 @@ class Operator:
             "/mute": self._mute,
             "/unmute": self._unmute,
             "/clear": self._clear,
+            "/stats": self._stats,
             "/help": self._help,
         }
 
@@ -407,6 +414,20 @@ class Operator:
             self.out(f"{escape_text(rest)} is muted.")
         else:
             self.out(f"Nobody here is called {escape_text(rest)}.")
+
+    def _stats(self, rest: str) -> None:
+        rows = self.server.stats()
+        self.out(
+            f"{'name':<24} {'address':<21} {'connected':>9} {'in':>7} {'out':>8} "
+            f"{'queued':>8} {'idle':>6}"
+        )
+        for row in rows:
+            self.out(
+                f"{escape_text(row.name) or '(no name)':<24} {row.address:<21} "
+                f"{_duration(row.connected_s):>9} {row.lines_in:>7} {row.lines_out:>8} "
+                f"{row.outbox_bytes:>8} {_duration(row.idle_s):>6}"
+            )
+        self.out(f"{len(rows)} connection(s).")
 
     def _clear(self, rest: str) -> None:
         if rest.lower() != "yes":
@@ -491,6 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             kept = "private lines too" if args.store_private else "not private lines"
             out(f"History: {store.path} ({kept})")
+        responder = None
+        if not (args.no_discovery or args.echo):
+            responder = start_discovery(server, out)
         if args.echo:
             out("Echo mode: every line goes back to its sender.")
         else:
@@ -501,8 +525,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.shutdown()
         accept.join()
         operator.stop()
+        if responder is not None:
+            responder.stop()
     out("Server stopped.")
     return 0
+
+
+def start_discovery(
+    server: ChatServer, out: Callable[[str], None]
+) -> DiscoveryResponder | None:
+    """Answer "Find servers" probes on UDP, on the same port number as TCP."""
+    config = server.config
+
+    def describe() -> dict:
+        return {
+            "name": socket.gethostname(),
+            "port": server.port,
+            "users": len(server.room.names()),
+            "password": config.password is not None,
+            "tls": server.tls_context is not None,
+        }
+
+    try:
+        responder = DiscoveryResponder(config.host, server.port, describe)
+    except OSError as exc:
+        out(f"Discovery is off: UDP port {server.port} is taken ({exc.strerror}).")
+        return None
+    responder.start()
+    return responder
+
+
+def _duration(seconds: float) -> str:
+    """A short human duration: 42s, 7m03s, 2h05m."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _print_now(text: str) -> None:

@@ -87,6 +87,10 @@ class Member:
         self.address = address
         self.name: str | None = None
         self.connected_at = time.time()
+        # For /stats, guarded by the room's lock: the room's fan-out count
+        # when this member joined, and what was sent to it alone.
+        self.fanned_at_join = 0
+        self.direct_out = 0
 
     def __repr__(self) -> str:
         return f"<Member {self.name or '(no name)'} {self.address}>"
@@ -112,6 +116,7 @@ class Room:
         # Everything below is guarded by _lock.
         self._members: dict[str, Member] = {}  # name_key -> member, in join order
         self._history = history or History(history_size)
+        self._fanned = 0  # events sent to (nearly) everyone so far, for /stats
         self._muted: set[str] = set()  # name keys the operator silenced
         self._banned: set[str] = set()  # name keys nobody may take
 
@@ -140,6 +145,7 @@ class Room:
             if key in self._members:
                 raise ProtocolError("name_taken", f"{name} is already taken")
             member.name = name
+            member.fanned_at_join = self._fanned
             self._members[key] = member
             if room != self._history.token:
                 since = None
@@ -258,8 +264,10 @@ class Room:
             )
             self._history.add(message)
             target.outbox.put(target.render(message))
+            target.direct_out += 1
             if target is not member:
                 member.outbox.put(member.render(message))
+                member.direct_out += 1
         log.info("[private] %s -> %s: %s", sender, target.name, escape_text(text))
 
     def tell(self, member: Member, message: ServerMessage) -> None:
@@ -325,6 +333,11 @@ class Room:
     def find(self, name: str) -> Member | None:
         with self._lock:
             return self._members.get(name_key(name))
+
+    def lines_out(self, member: Member) -> int:
+        """About how many events the room has sent ``member`` (for /stats)."""
+        with self._lock:
+            return self._fanned - member.fanned_at_join + member.direct_out
 
     def history(self) -> tuple[Message, ...]:
         with self._lock:
@@ -399,6 +412,7 @@ class Room:
         Encoded once per wire format; everyone of one format gets the very
         same bytes object.
         """
+        self._fanned += len(messages)
         encoded: dict[Render, bytes] = {}
         recipients: Iterable[Member] = self._members.values()
         if extra is not None:

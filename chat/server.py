@@ -93,6 +93,19 @@ class ServerConfig:
     store_private: bool = False
 
 
+@dataclass(frozen=True)
+class ConnectionStats:
+    """One connection, as the operator's /stats shows it."""
+
+    name: str  # "" before a name is given
+    address: str
+    connected_s: float
+    lines_in: int  # lines received from it
+    lines_out: int  # events the room sent it (about)
+    outbox_bytes: int  # waiting to be sent to it
+    idle_s: float  # since it last sent anything
+
+
 class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     """A threaded TCP server around one ``Room``.
 
@@ -248,6 +261,25 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     def connections(self) -> list[ChatHandler]:
         with self._lock:
             return list(self._handlers)
+
+    def stats(self) -> list[ConnectionStats]:
+        """One row per connection, in order of arrival (for the console's /stats)."""
+        now, clock = time.time(), time.monotonic()
+        rows = []
+        for handler in sorted(self.connections(), key=lambda h: h.member.connected_at):
+            member, session = handler.member, handler.session
+            rows.append(
+                ConnectionStats(
+                    name=member.name or "",
+                    address=handler.address,
+                    connected_s=now - member.connected_at,
+                    lines_in=session.lines_in if session else 0,
+                    lines_out=self.room.lines_out(member) if member.name else 0,
+                    outbox_bytes=handler.outbox.queued,
+                    idle_s=clock - handler._heard,
+                )
+            )
+        return rows
 
     def connections_from(self, host: str) -> int:
         """How many connections from ``host`` count against ``--max-per-address``."""

@@ -564,3 +564,25 @@ def test_an_unwritable_log_file_is_a_clear_message(tmp_path):
     assert done.returncode == 1
     assert "Cannot write the log file" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_stats_show_one_row_per_client(server, operator, recorder):
+    with json_client(server.port, "alice") as alice, plain_client(server.port, "bob"):
+        alice.send_json(type="say", text="one")
+        alice.send_json(type="say", text="two")
+        alice.expect_json("message")
+        alice.expect_json("message")
+        wait_for(
+            lambda: any(r.name == "alice" and r.lines_in == 3 for r in server.stats()),
+            what="alice's lines counted",
+        )
+        operator.handle("/stats")
+    header, *rows, total = recorder.lines
+    columns = ["name", "address", "connected", "in", "out", "queued", "idle"]
+    assert header.split() == columns
+    assert total == "2 connection(s)."
+    alice_row = next(r for r in rows if r.startswith("alice "))
+    fields = alice_row.split()
+    assert fields[3] == "3"  # hello and two lines
+    assert int(fields[4]) >= 3  # bob joined, and its own two lines came back
+    assert next(r for r in rows if r.startswith("bob ")).split()[3] == "1"
