@@ -15,6 +15,7 @@ import tkinter as tk
 import pytest
 
 from chat.client import Disconnected
+from chat.discovery import DiscoveryResponder
 from chat.gui import app as app_module
 from chat.gui.app import ChatApp
 from chat.gui.format import notice_line
@@ -585,3 +586,51 @@ def test_a_refused_line_is_shown_failed_and_a_click_sends_it_again(server, make_
     )
     assert not app.view.text.tag_ranges("failed")
     assert [m.text for m in server.room.history()] == ["let me speak"]
+
+
+def test_find_servers_fills_in_the_address(make_app):
+    with running_server() as chat_server:
+        responder = DiscoveryResponder(
+            "127.0.0.1",
+            chat_server.port,
+            lambda: {
+                "name": "classroom",
+                "port": chat_server.port,
+                "users": 0,
+                "password": False,
+                "tls": False,
+            },
+        )
+        responder.start()
+        try:
+            app = make_app(host="", port=chat_server.port, name="ada")
+            app.find_targets = lambda: ["127.0.0.1"]  # never the real network
+            app.ask_connect()
+            dialog = app._dialog
+            dialog.find_button.invoke()
+            pump_until(app.root, lambda: dialog.found.size() == 1, "an answer")
+            assert "classroom" in dialog.found.get(0)
+            assert f"127.0.0.1:{chat_server.port}" in dialog.found.get(0)
+            dialog.found.selection_set(0)
+            dialog.found.event_generate("<<ListboxSelect>>")
+            assert dialog.host.get() == "127.0.0.1"
+            assert dialog.port.get() == str(chat_server.port)
+            dialog.submit()
+            pump_until(app.root, lambda: app.client and app.client.connected)
+        finally:
+            responder.stop()
+
+
+def test_find_servers_says_when_nobody_answers(make_app):
+    app = make_app(host="127.0.0.1", port=12345, name="ada")
+    app.find_targets = lambda: ["127.0.0.1"]
+    app.ask_connect()
+    dialog = app._dialog
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as quiet:
+        quiet.bind(("127.0.0.1", 0))  # a port where nobody answers
+        dialog.port.delete(0, "end")
+        dialog.port.insert(0, str(quiet.getsockname()[1]))
+        dialog.find_button.invoke()
+        label = dialog.found_label
+        pump_until(app.root, lambda: "No server answered" in label.cget("text"))
+    assert dialog.found.size() == 0

@@ -39,6 +39,7 @@ from ..client import (
     Untrusted,
     default_name,
 )
+from ..discovery import broadcast_addresses
 from ..protocol import (
     Bye,
     Error,
@@ -115,6 +116,9 @@ class ChatApp:
         self._dialog: ConnectDialog | None = None
         self._pending: dict[str, Say | Private] = {}  # cid -> line not yet confirmed
         self.timeline = Timeline()  # which lines are shown already
+        #: Where "Find servers" sends its probe: the local network's broadcast
+        #: addresses (tests set 127.0.0.1).
+        self.find_targets = broadcast_addresses
         self._password: str | None = None  # for a reconnect after a TLS question
         self._closed = False
         self._build()
@@ -209,6 +213,7 @@ class ChatApp:
             message,
             focus,
             s.tls,
+            self.find_targets,
         )
 
     def _connect_from_dialog(

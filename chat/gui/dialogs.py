@@ -8,11 +8,48 @@ closes, so the main window never waits on the network.
 
 from __future__ import annotations
 
+import threading
 import tkinter as tk
 from collections.abc import Callable
 from tkinter import ttk
 
-from ..protocol import ProtocolError, check_name
+from ..discovery import Found, broadcast_addresses, discover
+from ..protocol import DEFAULT_PORT, ProtocolError, check_name, escape_text
+
+FIND_TIMEOUT = 1.0
+NOBODY_ANSWERED = (
+    "No server answered. Is it running, started with --host 0.0.0.0, and not "
+    "with --no-discovery? Or type its address."
+)
+
+
+class ServerFinder(threading.Thread):
+    """Sends the discovery probe to each target and collects the answers.
+
+    A thread of its own, as ``discover`` waits a second for answers; the
+    dialog starts it, polls ``is_alive()`` with ``after()``, then reads
+    ``found`` (or ``failure``) and joins it.
+    """
+
+    def __init__(self, targets: list[str], port: int) -> None:
+        super().__init__(name="finding servers", daemon=True)
+        self.targets = targets
+        self.port = port
+        self.found: list[Found] = []
+        self.failure = ""
+
+    def run(self) -> None:
+        seen = set()
+        for target in self.targets:
+            try:
+                answers = discover(target, self.port, FIND_TIMEOUT)
+            except OSError as exc:
+                self.failure = f"Cannot search the network: {exc.strerror or exc}."
+                continue
+            for server in answers:
+                if (server.address, server.port) not in seen:
+                    seen.add((server.address, server.port))
+                    self.found.append(server)
 
 
 def check_connect_fields(host: str, port: str, name: str) -> tuple[str, int, str] | str:
@@ -68,8 +105,13 @@ class ConnectDialog(tk.Toplevel):
         message: str = "",
         focus: str = "",
         tls: bool = False,
+        find_targets: Callable[[], list[str]] = broadcast_addresses,
     ) -> None:
         super().__init__(master)
+        self._find_targets = find_targets
+        self._finder: ServerFinder | None = None
+        self._found: list[Found] = []
+        self._poll_id: str | None = None
         self.title("Connect to a chat server")
         self.transient(master)  # type: ignore[call-overload]
         self.resizable(False, False)
@@ -89,14 +131,22 @@ class ConnectDialog(tk.Toplevel):
         ttk.Checkbutton(
             body, text="Use TLS (the server must offer it)", variable=self.tls
         ).grid(row=5, column=0, columnspan=2, sticky="w", pady=(6, 0))
+        self.found = tk.Listbox(body, height=0, activestyle="none", width=44)
+        self.found.bind("<<ListboxSelect>>", self._picked)
+        self.found_label = ttk.Label(body, text="", foreground="#555555")
+        self.found_label.grid(row=7, column=0, columnspan=2, sticky="w", pady=(8, 0))
         buttons = ttk.Frame(body)
-        buttons.grid(row=6, column=0, columnspan=2, sticky="e", pady=(12, 0))
+        buttons.grid(row=6, column=0, columnspan=2, sticky="ew", pady=(12, 0))
+        self.find_button = ttk.Button(
+            buttons, text="Find servers", command=self.find_servers
+        )
+        self.find_button.pack(side="left")
         self.connect_button = ttk.Button(
             buttons, text="Connect", default="active", command=self.submit
         )
         self.cancel_button = ttk.Button(buttons, text="Cancel", command=self.destroy)
-        self.connect_button.pack(side="left", padx=(0, 6))
-        self.cancel_button.pack(side="left")
+        self.cancel_button.pack(side="right")
+        self.connect_button.pack(side="right", padx=(0, 6))
         self.bind("<Return>", lambda e: self.submit())
         self.bind("<KP_Enter>", lambda e: self.submit())
         self.bind("<Escape>", lambda e: self.destroy())
@@ -111,6 +161,68 @@ class ConnectDialog(tk.Toplevel):
         entry.insert(0, value)
         entry.grid(row=row, column=1, sticky="ew", padx=(8, 0), pady=3)
         return entry
+
+    # -- Find servers ---------------------------------------------------------
+
+    def find_servers(self) -> None:
+        """Ask the local network who serves a chat (on the port typed here)."""
+        if self._finder is not None and self._finder.is_alive():
+            return
+        try:
+            port = int(self.port.get())
+        except ValueError:
+            port = DEFAULT_PORT
+        self._finder = ServerFinder(self._find_targets(), port)
+        self._finder.start()
+        self.found_label.configure(text="Looking for servers…")
+        self._poll_id = self.after(50, self._collect)
+
+    def _collect(self) -> None:
+        self._poll_id = None
+        finder = self._finder
+        if finder is None:
+            return
+        if finder.is_alive():
+            self._poll_id = self.after(50, self._collect)
+            return
+        finder.join()
+        self._found = finder.found
+        self.found.delete(0, "end")
+        for server in self._found:
+            extras = ", password" if server.password else ""
+            extras += ", TLS" if server.tls else ""
+            people = "1 user" if server.users == 1 else f"{server.users} users"
+            self.found.insert(
+                "end",
+                f"{escape_text(server.name)} — {server.address}:{server.port} "
+                f"({people}{extras})",
+            )
+        if self._found:
+            self.found.configure(height=min(len(self._found), 6))
+            self.found.grid(row=8, column=0, columnspan=2, sticky="ew")
+            self.found_label.configure(text="Pick a server to fill in its address:")
+        else:
+            self.found_label.configure(text=finder.failure or NOBODY_ANSWERED)
+
+    def _picked(self, event: tk.Event) -> None:
+        selection = self.found.curselection()
+        if not selection:
+            return
+        server = self._found[selection[0]]
+        self.host.delete(0, "end")
+        self.host.insert(0, server.address)
+        self.port.delete(0, "end")
+        self.port.insert(0, str(server.port))
+        self.tls.set(server.tls)
+        self.name.focus_set()
+
+    def destroy(self) -> None:
+        if self._poll_id is not None:
+            self.after_cancel(self._poll_id)
+            self._poll_id = None
+        if self._finder is not None:
+            self._finder.join(FIND_TIMEOUT + 0.5)  # at most a second, and rare
+        super().destroy()
 
     def submit(self) -> None:
         checked = check_connect_fields(
