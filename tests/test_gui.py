@@ -634,3 +634,20 @@ def test_find_servers_says_when_nobody_answers(make_app):
         label = dialog.found_label
         pump_until(app.root, lambda: "No server answered" in label.cget("text"))
     assert dialog.found.size() == 0
+
+
+def test_the_doctor_explains_a_refused_connection_once(make_app):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = make_app()
+    app.connect("127.0.0.1", port, "ada")
+    pump_until(app.root, lambda: "Is the server running?" in app.view.contents())
+    pump_until(
+        app.root,
+        lambda: app.view.contents().count("Could not connect") >= 2,
+        "a second attempt",
+        timeout=DEADLINE + 2,
+    )
+    assert app.view.contents().count("Is the server running?") == 1
+    app.disconnect()

@@ -40,6 +40,7 @@ from ..client import (
     default_name,
 )
 from ..discovery import broadcast_addresses
+from ..doctor import advise
 from ..protocol import (
     Bye,
     Error,
@@ -120,6 +121,7 @@ class ChatApp:
         #: addresses (tests set 127.0.0.1).
         self.find_targets = broadcast_addresses
         self._password: str | None = None  # for a reconnect after a TLS question
+        self._advised: str | None = None  # the failure the doctor explained
         self._closed = False
         self._build()
         root.report_callback_exception = self.report_callback_exception
@@ -240,6 +242,7 @@ class ChatApp:
         s.save(self.settings_path)
         self.me = name
         self._password = password
+        self._advised: str | None = None  # the failure the doctor explained
         pinned = s.trusted.get(f"{host}:{port}") if tls else None
         self.client = ChatClient(
             host, port, name, password=password, tls=tls, fingerprint=pinned
@@ -398,9 +401,14 @@ class ChatApp:
         self._update_title()
         reason = event.reason.rstrip(".")
         text = f"Disconnected: {reason}."
+        advice: list[Line] = []
         if event.failure is not None and self.client is not None:
             where = f"{self.client.host}:{self.client.port}"
             text = f"Could not connect to {where}: {reason}."
+            if event.failure != self._advised:  # once, not at every retry
+                self._advised = event.failure
+                tips = advise(event.failure, self.client.host, self.client.port)
+                advice = [notice_line(tip, "advice") for tip in tips]
         if event.retry_in is None:
             self._set_status("Not connected")
             self._fail_all_pending("not connected")
@@ -408,9 +416,10 @@ class ChatApp:
                 self.client = None
             if event.failure == "tls_unknown":
                 return []  # the trust question already said it all
-            return [notice_line(text, "error")]
+            return [notice_line(text, "error"), *advice]
         self._start_countdown(event.retry_in)
-        return [notice_line(f"{text} Trying again in {event.retry_in} s.", "error")]
+        retrying = notice_line(f"{text} Trying again in {event.retry_in} s.", "error")
+        return [retrying, *advice]
 
     def _name_taken(self, event: Error) -> list[Line]:
         taken = self.me

@@ -68,6 +68,7 @@ class MessageView(ttk.Frame):
         text.tag_configure("line-private", background="#f7eefc")
         text.tag_configure("notice", foreground="#6b6b6b", font=italic)
         text.tag_configure("error", foreground="#b00020")
+        text.tag_configure("advice", foreground="#1f5f8b", lmargin1=24, lmargin2=24)
         text.tag_configure("action", font=italic)
         text.tag_configure("mention", background="#fff3b0", font=bold)
         text.tag_configure("line-mention", background="#fffbe6")
