@@ -3,6 +3,7 @@
     python -m chat                          # join 127.0.0.1:12345 as your user name
     python -m chat --host 10.0.0.5 --name ada
     python -m chat --send "Hello, server!"  # the tutorials' echo client
+    python -m chat --wire                   # also show every chunk sent and received
 
 Incoming messages are printed while you type, as in the classic two-terminal
 chat.  Your own lines are not printed again.  Type ``/help`` for commands,
@@ -16,6 +17,7 @@ import queue
 import socket
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 from . import plain
@@ -26,6 +28,7 @@ from .client import (
     Connecting,
     Disconnected,
     Untrusted,
+    Wire,
     default_name,
 )
 from .protocol import (
@@ -37,6 +40,7 @@ from .protocol import (
     Welcome,
 )
 from .terminal import StdinReader
+from .wire import Chunk, WireLog, format_record
 
 SEND_TIMEOUT = 5.0
 CONNECT_WAIT = 10.0
@@ -67,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TEXT",
         help="send one line, print the first line that comes back, and exit "
         "(the echo client: try it against server.py --echo)",
+    )
+    parser.add_argument(
+        "--wire",
+        action="store_true",
+        help="also print every chunk sent (→) and received (←): its text, with "
+        "invisible characters shown, and its bytes in hex",
     )
     return parser
 
@@ -135,9 +145,24 @@ def describe(event, client: ChatClient) -> list[str]:
     return plain.render(event)
 
 
+def queue_chunks(events: queue.Queue) -> Wire:
+    """A ``ChatClient.wire`` hook that puts each chunk on ``events`` as a ``Chunk``.
+
+    The chunks go on the client's own event queue, so the main loop prints
+    them in order with the events they carry, and the client's threads never
+    wait for the terminal.
+    """
+
+    def wire(direction: str, data: bytes) -> None:
+        events.put(Chunk(direction, data, time.time()))
+
+    return wire
+
+
 def chat(args: argparse.Namespace, show: Printer) -> int:
     # A first connection that fails is explained and ends the program (exit
     # status 1); a connection lost later is made again.
+    events: queue.Queue = queue.Queue()
     client = ChatClient(
         args.host,
         args.port,
@@ -147,7 +172,10 @@ def chat(args: argparse.Namespace, show: Printer) -> int:
         cafile=args.cafile,
         fingerprint=args.fingerprint,
         retry_first=False,
+        events=events,
+        wire=queue_chunks(events) if args.wire else None,
     )
+    wire_log = WireLog()
 
     def on_line(text: str) -> None:
         parsed = plain.parse_input(text)
@@ -176,6 +204,9 @@ def chat(args: argparse.Namespace, show: Printer) -> int:
             try:
                 event = client.events.get(timeout=0.5)
             except queue.Empty:
+                continue
+            if isinstance(event, Chunk):
+                show(*format_record(wire_log.feed(*event)))
                 continue
             welcomed = welcomed or isinstance(event, Welcome)
             show(*describe(event, client))

@@ -651,3 +651,18 @@ def test_the_doctor_explains_a_refused_connection_once(make_app):
     )
     assert app.view.contents().count("Is the server running?") == 1
     app.disconnect()
+
+
+def test_view_wire_shows_the_bytes_and_costs_nothing_when_closed(server, make_app):
+    app = make_app()
+    app.show_wire()
+    connected(app, server, "ada")
+    panel = app._wire_panel
+    assert app.client.wire is panel.feed
+    type_into(app.root, app.entry, "hello wire")
+    pump_until(app.root, lambda: "hello wire" in panel.contents(), "the chunk shown")
+    assert "→" in panel.contents() and "←" in panel.contents()
+    panel.close()
+    app.root.update()
+    assert app._wire_panel is None
+    assert app.client.wire is None  # closed: no hook, no cost

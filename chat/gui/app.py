@@ -65,6 +65,7 @@ from .format import (
 )
 from .settings import Settings
 from .view import MessageView, UserList
+from .wire import WirePanel
 
 log = logging.getLogger("chat.gui")
 
@@ -117,6 +118,7 @@ class ChatApp:
         self._dialog: ConnectDialog | None = None
         self._pending: dict[str, Say | Private] = {}  # cid -> line not yet confirmed
         self.timeline = Timeline()  # which lines are shown already
+        self._wire_panel: WirePanel | None = None  # View → Wire, when open
         #: Where "Find servers" sends its probe: the local network's broadcast
         #: addresses (tests set 127.0.0.1).
         self.find_targets = broadcast_addresses
@@ -189,6 +191,8 @@ class ChatApp:
         view.add_command(
             label="Smaller text", accelerator="Ctrl+-", command=lambda: self.zoom(-1)
         )
+        view.add_separator()
+        view.add_command(label="Wire", command=self.show_wire)
         helpmenu = tk.Menu(menubar, tearoff=False)
         helpmenu.add_command(label="Commands", command=self.show_help)
         helpmenu.add_command(label="About", command=self.show_about)
@@ -244,8 +248,9 @@ class ChatApp:
         self._password = password
         self._advised: str | None = None  # the failure the doctor explained
         pinned = s.trusted.get(f"{host}:{port}") if tls else None
+        wire = self._wire_panel.feed if self._wire_panel is not None else None
         self.client = ChatClient(
-            host, port, name, password=password, tls=tls, fingerprint=pinned
+            host, port, name, password=password, tls=tls, fingerprint=pinned, wire=wire
         )
         self.client.start()
         self._set_status(f"Connecting to {host}:{port}…")
@@ -610,6 +615,24 @@ class ChatApp:
             )
         else:
             self.add_lines([notice_line(f"Transcript saved to {path}")])
+
+    def show_wire(self) -> None:
+        """View → Wire: every chunk sent and received, live (or bring it forward).
+
+        While the panel is closed the client has no hook at all: it costs
+        nothing.
+        """
+        if self._wire_panel is not None:
+            self._wire_panel.lift()
+            return
+        self._wire_panel = WirePanel(self.root, on_close=self._wire_closed)
+        if self.client is not None:
+            self.client.wire = self._wire_panel.feed
+
+    def _wire_closed(self) -> None:
+        self._wire_panel = None
+        if self.client is not None:
+            self.client.wire = None
 
     def show_help(self) -> None:
         messagebox.showinfo("Commands", HELP_TEXT, parent=self.root)
