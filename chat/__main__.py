@@ -13,6 +13,7 @@ chat.  Your own lines are not printed again.  Type ``/help`` for commands,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import queue
 import socket
 import sys
@@ -31,15 +32,19 @@ from .client import (
     Wire,
     default_name,
 )
+from .doctor import advise
 from .protocol import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     Bye,
+    Error,
     LineDecoder,
     Message,
+    PrivateMessage,
     Welcome,
 )
 from .terminal import StdinReader
+from .timeline import Timeline
 from .wire import Chunk, WireLog, format_record
 
 SEND_TIMEOUT = 5.0
@@ -118,31 +123,59 @@ def send_once(host: str, port: int, text: str, show: Printer) -> int:
         return 1
 
 
-def describe(event, client: ChatClient) -> list[str]:
-    """The lines to print for one client event."""
-    if isinstance(event, Connecting):
-        if event.attempt == 1:
-            return [f"* Connecting to {event.host}:{event.port}..."]
-        return []
-    if isinstance(event, Connected):
-        return []
-    if isinstance(event, Disconnected):
+class ConsoleView:
+    """What to print for each client event, remembering what was shown.
+
+    After a reconnect, what was missed comes under a divider, and a line is
+    never printed twice (``Timeline``); a failure to connect is explained
+    (``chat.doctor``).
+    """
+
+    def __init__(self, client: ChatClient) -> None:
+        self.client = client
+        self.timeline = Timeline()
+
+    def lines(self, event) -> list[str]:
+        client = self.client
+        if isinstance(event, Connecting):
+            if event.attempt == 1:
+                return [f"* Connecting to {event.host}:{event.port}..."]
+            return []
+        if isinstance(event, (Connected, Closed)):
+            return []
+        if isinstance(event, Disconnected):
+            return self._disconnected(event)
+        if isinstance(event, Welcome):
+            missed, coming_back = self.timeline.welcome(event.room, event.history)
+            lines = plain.render(dataclasses.replace(event, history=missed))
+            if coming_back:
+                shown = [line for line in lines if not line.startswith("* ")]
+                return ["---- while you were away ----", *shown, "* Back in the room."]
+            return lines
+        if isinstance(event, (Message, PrivateMessage)):
+            if not self.timeline.fresh(event):
+                return []  # shown already (a replay, or a resend's echo)
+            mine = event.sender == client.name
+            if isinstance(event, Message) and mine and not event.me:
+                return []  # you typed it: it is on your screen already
+        if isinstance(event, Untrusted):
+            return [
+                f"* The server's certificate has the fingerprint {event.fingerprint}",
+                "* If that is the fingerprint the server printed when it started, "
+                "connect again with:",
+                f"*     --fingerprint {event.fingerprint}",
+            ]
+        lines = plain.render(event)
+        if isinstance(event, Error) and event.code == "bad_password":
+            lines += [f"  {tip}" for tip in advise("bad_password", "", 0)]
+        return lines
+
+    def _disconnected(self, event: Disconnected) -> list[str]:
         reason = event.reason.rstrip(".")
-        if event.retry_in is None:
-            return [f"* Disconnected: {reason}."]
-        return [f"* Disconnected: {reason}. Trying again in {event.retry_in} s."]
-    if isinstance(event, Message) and event.sender == client.name and not event.me:
-        return []  # you typed it: it is on your screen already
-    if isinstance(event, Closed):
-        return []
-    if isinstance(event, Untrusted):
-        return [
-            f"* The server's certificate has the fingerprint {event.fingerprint}",
-            "* If that is the fingerprint the server printed when it started, "
-            "connect again with:",
-            f"*     --fingerprint {event.fingerprint}",
-        ]
-    return plain.render(event)
+        if event.retry_in is not None:
+            return [f"* Disconnected: {reason}. Trying again in {event.retry_in} s."]
+        tips = advise(event.failure, self.client.host, self.client.port)
+        return [f"* Disconnected: {reason}.", *(f"  {tip}" for tip in tips)]
 
 
 def queue_chunks(events: queue.Queue) -> Wire:
@@ -176,6 +209,7 @@ def chat(args: argparse.Namespace, show: Printer) -> int:
         wire=queue_chunks(events) if args.wire else None,
     )
     wire_log = WireLog()
+    view = ConsoleView(client)
 
     def on_line(text: str) -> None:
         parsed = plain.parse_input(text)
@@ -209,7 +243,7 @@ def chat(args: argparse.Namespace, show: Printer) -> int:
                 show(*format_record(wire_log.feed(*event)))
                 continue
             welcomed = welcomed or isinstance(event, Welcome)
-            show(*describe(event, client))
+            show(*view.lines(event))
             if isinstance(event, Closed):
                 break
     except KeyboardInterrupt:

@@ -20,7 +20,7 @@ import tkinter as tk
 import pytest
 
 from chat import session as session_module
-from chat.__main__ import describe
+from chat.__main__ import ConsoleView
 from chat.client import ChatClient, Disconnected
 from chat.console import Operator
 from chat.gui.app import ChatApp
@@ -484,7 +484,7 @@ def test_the_console_client_joins_with_the_password_and_explains_a_wrong_one():
 def test_the_console_client_says_why_it_stopped_in_one_clean_sentence():
     client = ChatClient("127.0.0.1", 1, "ann")  # never started: only described
     gone = Disconnected(WRONG, retry_in=None)
-    assert describe(gone, client) == [f"* Disconnected: {WRONG}"]
+    assert ConsoleView(client).lines(gone) == [f"* Disconnected: {WRONG}"]
 
 
 @pytest.fixture

@@ -278,3 +278,30 @@ def test_console_client_exits_non_zero_when_nothing_listens():
     done = run_console_client("--port", str(free_port()), "--name", "ann")
     assert done.returncode != 0
     assert re.search(r"connection refused", done.stdout)
+
+
+# -- the console client's view --------------------------------------------------
+
+
+def test_the_console_client_explains_a_failure_and_exits_non_zero():
+    done = run_console_client("--port", str(free_port()), "--name", "ann")
+    assert done.returncode == 1
+    assert "Is the server running?" in done.stdout
+
+
+def test_the_console_view_never_prints_a_line_twice_and_marks_what_was_missed():
+    from chat.__main__ import ConsoleView
+
+    client = ChatClient("127.0.0.1", 1, "ann")  # never started: just a name
+    view = ConsoleView(client)
+    first = view.lines(Welcome("ann", ("ann",), (Message(1, "bob", "old", 0.0),), "r1"))
+    assert first[0] == "* The last message:"
+    assert first[1].endswith("bob: old")
+    assert view.lines(Message(2, "bob", "live", 0.0)) == ["bob: live"]
+    assert view.lines(Message(2, "bob", "live", 0.0)) == []  # a second time: no
+    replay = (Message(2, "bob", "live", 0.0), Message(3, "bob", "missed", 0.0))
+    back = view.lines(Welcome("ann", ("ann",), replay, "r1"))
+    assert back[0] == "---- while you were away ----"
+    assert next(line for line in back if "bob:" in line).endswith("bob: missed")
+    assert not any(line.endswith("bob: live") for line in back)
+    assert back[-1] == "* Back in the room."

@@ -1,4 +1,4 @@
-"""The window's merge of replays with what it shows (``chat.gui.format.Timeline``).
+"""The clients' merge of replays with what they show (``chat.timeline``).
 
 No screen needed: this is the rule that decides, line by line, whether the
 view shows it.  Whatever mix of live lines, resent echoes and reconnects
@@ -11,8 +11,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chat.gui.format import Timeline
 from chat.protocol import Message, PrivateMessage
+from chat.timeline import Timeline
 
 
 def line(id_: int, private: bool = False) -> Message | PrivateMessage:

@@ -54,10 +54,10 @@ from ..protocol import (
     Users,
     Welcome,
 )
+from ..timeline import Timeline
 from .dialogs import ConnectDialog, check_connect_fields, suggest_other_name
 from .format import (
     Line,
-    Timeline,
     divider_line,
     lines_for,
     notice_line,
