@@ -40,7 +40,7 @@ OPERATOR_HELP = (
     "Operator commands:",
     "  /list                who is connected, and from where",
     "  /kick NAME [REASON]  remove someone from the room",
-    "  /ban NAME|ADDRESS    keep a person (their name and address) out, until restart",
+    "  /ban NAME|ADDRESS [REASON]  keep a person (name and address) out until restart",
     "  /unban NAME|ADDRESS  let them back in; /bans lists the banned addresses",
     "  /mute NAME           refuse someone's lines; /unmute NAME gives them back",
     "  /stats               one row per client: traffic, queue, last activity",

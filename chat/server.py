@@ -557,6 +557,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
             return None
         self.tls = tls
         self.outbox.transform = tls.encrypt
+        # The prompt and the registration clock start now, not before TLS.
+        self._started = self._heard = time.monotonic()
         return pending
 
     def _refuse_plain_text(self) -> None:

@@ -285,15 +285,17 @@ class PlainSession(JsonSession):
         self._flush_reporting(batch)
 
     def _text(self, line: bytes | LineTooLong) -> str | None:
+        """The line as text, ``None`` if blank.  A line that cannot be text
+        still counts for flood control (``_admit``), as in the JSON protocol."""
         if isinstance(line, LineTooLong):
-            self.lines_in += 1
+            self._admit()
             raise ProtocolError(
                 "too_long", f"Line too long (over {line.limit} bytes); not sent."
             )
         try:
             text = line.decode("utf-8").rstrip("\r")
         except UnicodeDecodeError:
-            self.lines_in += 1
+            self._admit()
             raise ProtocolError(
                 "bad_utf8", "That line is not valid UTF-8; it was not sent."
             ) from None

@@ -380,6 +380,12 @@ def test_log_file_gets_the_conversation(tmp_path):
             bob.expect_text("alice:")
             bob.send_line("/quit")
             alice.expect_text("* bob left")
+            # The room logs just after it lets go of its lock: wait for the
+            # log line itself, or the kick may be logged first.
+            wait_for(
+                lambda: "bob left" in transcript.read_text(encoding="utf-8"),
+                what="bob's leaving in the transcript",
+            )
             server.type("/kick alice enough")
             alice.expect_closed()
 
