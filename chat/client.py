@@ -69,8 +69,11 @@ BACKOFF = (1, 2, 4, 8, 16, 30)
 CONNECT_TIMEOUT = 10.0
 #: A send that makes no progress for this long means the connection is dead.
 SEND_TIMEOUT = 30.0
-#: How often the threads look up from waiting to check whether to stop.
+#: How often a connect attempt looks up to see whether it was cancelled.
 POLL = 0.1
+#: The longest the threads wait without looking at their clocks (close()
+#: wakes them at once anyway).
+IDLE_WAIT = 5.0
 #: Silence from the server before we ping it, and the time it has to answer.
 KEEPALIVE = 20.0
 #: Server lines can be long (a welcome carries the history).
@@ -442,7 +445,9 @@ class ChatClient:
         with selectors.DefaultSelector() as selector:
             selector.register(link.sock, selectors.EVENT_READ)
             while not self._stopping.is_set():
-                if not selector.select(POLL):
+                # No polling to notice close(): it shuts the socket down, which
+                # wakes this select.  Wake for the keepalive's clock only.
+                if not selector.select(self._until_keepalive(heard, pinged)):
                     now = time.monotonic()
                     if not self._joined.is_set() or self.keepalive <= 0:
                         continue
@@ -534,7 +539,7 @@ class ChatClient:
 
     def _write_loop(self) -> None:
         while not self._stopping.is_set():
-            taken = self._outgoing.take(POLL)
+            taken = self._outgoing.take(IDLE_WAIT)  # close() wakes it at once
             if taken is None:
                 continue
             entry, generation = taken
@@ -554,6 +559,13 @@ class ChatClient:
                 self._outgoing.sent(entry, generation)
 
     # -- helpers ----------------------------------------------------------
+
+    def _until_keepalive(self, heard: float, pinged: float) -> float:
+        """Seconds until the keepalive must look again (at most IDLE_WAIT)."""
+        if self.keepalive <= 0 or not self._joined.is_set():
+            return IDLE_WAIT
+        due = (pinged or heard) + self.keepalive
+        return min(max(due - time.monotonic(), 0.0) + 0.01, IDLE_WAIT)
 
     def _saw(self, line: Message | PrivateMessage) -> None:
         """A line arrived: note its id, and confirm it if it was ours."""
