@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import time
 import tkinter as tk
 from pathlib import Path
@@ -48,10 +49,12 @@ def pump(root: tk.Tk, condition, what: str) -> None:
 
 def main() -> None:
     out = ROOT / "docs" / "gui.png"
-    with running_server() as server:
+    with running_server() as server, tempfile.TemporaryDirectory() as scratch:
         root = tk.Tk(className="ClassChat")
         root.geometry("900x520+0+0")
-        app = ChatApp(root, Settings(font_size=12), settings_path=Path("/dev/null"))
+        app = ChatApp(
+            root, Settings(font_size=12), settings_path=Path(scratch) / "settings.json"
+        )
         app.connect("127.0.0.1", server.port, "ada")
         pump(root, lambda: app.client and app.client.connected, "the welcome")
         people = {name: json_client(server.port, name) for name in ("maya", "leo")}

@@ -8,7 +8,9 @@ polls run exactly as in ``mainloop``.
 from __future__ import annotations
 
 import gc
+import os
 import socket
+import stat
 import time
 import tkinter as tk
 
@@ -666,3 +668,16 @@ def test_view_wire_shows_the_bytes_and_costs_nothing_when_closed(server, make_ap
     app.root.update()
     assert app._wire_panel is None
     assert app.client.wire is None  # closed: no hook, no cost
+
+
+def test_settings_never_replace_what_is_not_a_file(tmp_path, caplog):
+    """Saving to /dev/null or a folder leaves it as it was, and says why."""
+    folder = tmp_path / "settings.json"
+    folder.mkdir()
+    Settings(font_size=14).save(folder)
+    assert folder.is_dir()
+    assert "not a regular file" in caplog.text
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    Settings(font_size=14).save(fifo)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)

@@ -70,6 +70,10 @@ class Settings:
     def save(self, path: Path | None = None) -> None:
         """Write the settings; a failure is logged, never raised."""
         path = path or config_dir() / "settings.json"
+        if path.exists() and not path.is_file():
+            # Renaming over /dev/null or a folder would replace it with a file.
+            log.warning("not saving settings: %s is not a regular file", path)
+            return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(
