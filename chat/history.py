@@ -76,6 +76,8 @@ class History:
         if line.cid:
             self._remember(line)
         if isinstance(line, PrivateMessage) and not self.keep_private:
+            if self._store is not None and line.id is not None:
+                self._store.given(line.id)  # so the id is never given again
             return
         self._lines.append(line)
         if self._store is not None:

@@ -54,6 +54,17 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 Stored = Message | PrivateMessage
 
+_INSERT = (
+    "INSERT OR IGNORE INTO messages "
+    "(id, sender, text, ts, me, cid, recipient) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+# The highest id given to a line that is not stored (ids only increase).
+_GIVEN = (
+    "INSERT INTO meta (key, value) VALUES ('last_id', ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = "
+    "max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))"
+)
+
 
 class StoreError(Exception):
     """The database cannot be used: the message says what, where, what to do."""
@@ -77,6 +88,14 @@ class _Clear:
     done: threading.Event
 
 
+@dataclass
+class _Given:
+    """An id given to a line that is not stored (a private one): recorded so
+    that it is never given again after a restart."""
+
+    id: int
+
+
 class Store:
     """One history database.  See the module docstring.
 
@@ -91,7 +110,9 @@ class Store:
         # then by the writer thread alone (check_same_thread=False).
         self._db = connection
         self.path = path
-        self._queue: queue.SimpleQueue[Stored | _Clear | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Stored | _Given | _Clear | None] = (
+            queue.SimpleQueue()
+        )
         self._failed = False  # the disk refused a write: carry on in memory
         self._thread = threading.Thread(
             target=self._run, name="history writer", daemon=True
@@ -102,7 +123,7 @@ class Store:
         """Open (or create) the database at ``path`` and check it can be used."""
         where = str(path)
         if where != MEMORY:
-            Path(where).parent.mkdir(parents=True, exist_ok=True)
+            _check_writable(Path(where))
         try:
             db = sqlite3.connect(
                 where, timeout=0.5, check_same_thread=False, isolation_level=None
@@ -131,6 +152,11 @@ class Store:
             "SELECT seq FROM sqlite_sequence WHERE name = 'messages'"
         ).fetchone()
         last_id = row[0] if row else 0
+        row = self._db.execute(
+            "SELECT value FROM meta WHERE key = 'last_id'"
+        ).fetchone()
+        if row is not None:
+            last_id = max(last_id, int(row[0]))
         rows = self._db.execute(
             "SELECT id, sender, text, ts, me, cid, recipient FROM messages "
             "ORDER BY id DESC LIMIT ?",
@@ -166,6 +192,10 @@ class Store:
         """Queue a message to be written.  Never blocks."""
         self._queue.put(message)
 
+    def given(self, id_: int) -> None:
+        """Record an id given to a line that is not stored.  Never blocks."""
+        self._queue.put(_Given(id_))
+
     def clear(self, timeout: float = 2.0) -> bool:
         """Delete every stored message (ids are not reused).  Waits for it."""
         done = threading.Event()
@@ -197,13 +227,15 @@ class Store:
             if stop:
                 return
 
-    def _write(self, batch: list[Stored | _Clear]) -> None:
+    def _write(self, batch: list[Stored | _Given | _Clear]) -> None:
         rows = []
         for item in batch:
-            if isinstance(item, _Clear):
+            if isinstance(item, _Given):
+                rows.append(item)
+            elif isinstance(item, _Clear):
                 self._commit(rows)
                 rows = []
-                self._execute("DELETE FROM messages")
+                self._execute([("DELETE FROM messages", [()])])
                 item.done.set()
             elif isinstance(item, Message):
                 rows.append(
@@ -215,21 +247,23 @@ class Store:
                 )
         self._commit(rows)
 
-    def _commit(self, rows: list[tuple]) -> None:
+    def _commit(self, rows: list[tuple | _Given]) -> None:
         if not rows or self._failed:
             return
-        self._execute(
-            "INSERT OR IGNORE INTO messages "
-            "(id, sender, text, ts, me, cid, recipient) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        given = [row.id for row in rows if isinstance(row, _Given)]
+        stored = [row for row in rows if not isinstance(row, _Given)]
+        steps: list[tuple[str, list[tuple]]] = []
+        if stored:
+            steps.append((_INSERT, stored))
+        if given:
+            steps.append((_GIVEN, [(str(max(given)),)]))
+        self._execute(steps)
 
-    def _execute(self, sql: str, rows: list[tuple] | None = None) -> None:
+    def _execute(self, steps: list[tuple[str, list[tuple]]]) -> None:
+        """Run each (statement, rows) in one transaction."""
         try:
             self._db.execute("BEGIN")
-            if rows is None:
-                self._db.execute(sql)
-            else:
+            for sql, rows in steps:
                 self._db.executemany(sql, rows)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -247,6 +281,28 @@ class Store:
                 )
 
 
+def _check_writable(path: Path) -> None:
+    """Make the folder and check the file can be written, before SQLite does:
+    it opens a read-only file read-only and then fails with "disk I/O error"."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"The history database {path} cannot be created: its folder "
+            f"{path.parent} cannot be made ({exc.strerror or exc}). "
+            "Choose another file with --db PATH."
+        ) from None
+    if path.is_file():
+        try:
+            os.close(os.open(path, os.O_RDWR))
+        except OSError as exc:
+            raise StoreError(
+                f"The history database {path} cannot be written "
+                f"({exc.strerror or exc}). Fix its permissions, or choose "
+                "another file with --db PATH."
+            ) from None
+
+
 def _explain(exc: sqlite3.Error, where: str) -> str:
     """A sentence for the operator: what is wrong with the file, what to do."""
     text = str(exc).lower()
@@ -256,11 +312,13 @@ def _explain(exc: sqlite3.Error, where: str) -> str:
             "(another chat server?). Stop it, or give this server its own "
             "file with --db PATH (or --db :memory: to keep nothing)."
         )
-    if "readonly" in text or "read-only" in text or "permission" in text:
+    # A file SQLite could only open read-only fails when it is locked.
+    cannot_lock = getattr(exc, "sqlite_errorname", "") == "SQLITE_IOERR_LOCK"
+    if cannot_lock or "readonly" in text or "read-only" in text or "permission" in text:
         return (
-            f"The history database {where} cannot be written (read-only, or "
-            "not yours). Fix its permissions, or choose another file with "
-            "--db PATH."
+            f"The history database {where} cannot be written (read-only, "
+            "not yours, or on a disk that cannot lock files). Fix its "
+            "permissions, or choose another file with --db PATH."
         )
     if "not a database" in text or "malformed" in text or "corrupt" in text:
         return (

@@ -1,0 +1,376 @@
+"""Tests of ``chat.store``: the room's history in an SQLite file.
+
+Every test uses its own file under ``tmp_path``.  While a store runs, it holds
+its file under an exclusive lock, so nobody else can read it; to see what is
+really on disk at a given moment, ``on_disk`` copies the file and its WAL (as
+a ``kill -9`` would leave them) and opens the copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from chat import store as store_module
+from chat.protocol import Message, PrivateMessage
+from chat.store import COMMIT_INTERVAL, MEMORY, Store, StoreError
+from tests.helpers import wait_for
+
+_connect = sqlite3.connect  # the real one, whatever a test patches
+
+
+def said(id_: int, text: str = "", **fields) -> Message:
+    fields.setdefault("sender", "ada")
+    return Message(id_, text=text or f"line {id_}", ts=1_700_000_000.0 + id_, **fields)
+
+
+def opened(path: Path) -> Store:
+    """A store on ``path``, loaded and writing, as the server starts it."""
+    store = Store.open(path)
+    store.load(500)
+    store.start()
+    return store
+
+
+def reopened(path: Path, count: int = 500) -> tuple[int, list]:
+    """What a restarted server would load from ``path``."""
+    store = Store.open(path)
+    try:
+        return store.load(count)
+    finally:
+        store.stop()
+
+
+def on_disk(path: Path, copies: Path) -> list[tuple] | None:
+    """The rows a ``kill -9`` at this moment would leave in ``path``, or
+    ``None`` if the copy caught a write half done."""
+    copies.mkdir(exist_ok=True)
+    copy = copies / "snapshot.db"
+    for old in copies.iterdir():
+        old.unlink()
+    shutil.copyfile(path, copy)
+    wal = Path(f"{path}-wal")
+    if wal.exists():
+        shutil.copyfile(wal, Path(f"{copy}-wal"))
+    try:
+        db = _connect(copy)
+        try:
+            return db.execute(
+                "SELECT id, sender, text, recipient FROM messages ORDER BY id"
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:
+        return None
+
+
+# -- what goes in comes out ---------------------------------------------------
+
+
+def test_messages_and_private_lines_come_back_as_they_went_in(tmp_path):
+    path = tmp_path / "h.db"
+    lines = [
+        said(1, "hello, café ☕ 👋 \"quoted\" 'single'", cid="c-1"),
+        said(2, "waves", sender="bob", me=True),
+        PrivateMessage("ada", "Bob", "psst, only you", 1_700_000_003.5, "c-3", 3),
+        said(4, "no cid, no me"),
+        PrivateMessage("bob", "ada", "back at you", 1_700_000_005.0, None, 5),
+    ]
+    store = opened(path)
+    for line in lines:
+        store.add(line)
+    store.stop()
+    assert reopened(path) == (5, lines)
+
+
+def test_load_gives_the_last_lines_oldest_first(tmp_path):
+    path = tmp_path / "h.db"
+    store = opened(path)
+    for id_ in range(1, 11):
+        store.add(said(id_))
+    store.stop()
+    last_id, lines = reopened(path, count=3)
+    assert last_id == 10
+    assert [line.id for line in lines] == [8, 9, 10]
+
+
+def test_a_new_file_starts_empty(tmp_path):
+    assert reopened(tmp_path / "deep" / "er" / "h.db") == (0, [])
+
+
+def test_memory_keeps_nothing_and_needs_no_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = opened(MEMORY)
+    store.add(said(1))
+    store.stop()
+    assert reopened(MEMORY) == (0, [])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ids_continue_after_a_reopen(tmp_path):
+    path = tmp_path / "h.db"
+    store = opened(path)
+    for id_ in (1, 2, 3):
+        store.add(said(id_))
+    store.stop()
+    store = Store.open(path)
+    last_id, _ = store.load(500)
+    store.start()
+    store.add(said(last_id + 1))
+    store.stop()
+    last_id, lines = reopened(path)
+    assert last_id == 4
+    assert [line.id for line in lines] == [1, 2, 3, 4]
+
+
+def test_a_cleared_history_keeps_its_ids(tmp_path):
+    path = tmp_path / "h.db"
+    store = opened(path)
+    for id_ in (1, 2, 3):
+        store.add(said(id_))
+    assert store.clear()
+    store.stop()
+    assert reopened(path) == (3, [])  # AUTOINCREMENT remembers 3
+
+
+def test_clear_deletes_only_what_came_before_it(tmp_path):
+    path = tmp_path / "h.db"
+    store = opened(path)
+    store.add(said(1))
+    store.add(said(2))
+    assert store.clear()
+    store.add(said(3))
+    store.stop()
+    assert reopened(path) == (3, [said(3)])
+
+
+def test_the_room_token_is_kept_with_the_file(tmp_path):
+    first = Store.open(tmp_path / "a.db")
+    token = first.room_token()
+    assert token == first.room_token()
+    first.stop()
+    again = Store.open(tmp_path / "a.db")
+    other = Store.open(tmp_path / "b.db")
+    try:
+        assert again.room_token() == token
+        assert other.room_token() != token
+    finally:
+        again.stop()
+        other.stop()
+
+
+def test_each_memory_store_is_a_new_room():
+    first, second = Store.open(MEMORY), Store.open(MEMORY)
+    try:
+        assert first.room_token() != second.room_token()
+    finally:
+        first.stop()
+        second.stop()
+
+
+# -- the writer thread: on disk soon, and everything by stop() ----------------
+
+
+def test_a_line_is_on_disk_within_the_commit_interval(tmp_path):
+    path = tmp_path / "h.db"
+    store = opened(path)
+    try:
+        store.add(said(1, "kept"))
+        started = time.monotonic()
+        rows = wait_for(lambda: on_disk(path, tmp_path / "copy"), what="the row")
+        took = time.monotonic() - started
+        assert rows == [(1, "ada", "kept", None)]
+        # The contract is COMMIT_INTERVAL; ten times that leaves room for a
+        # loaded machine, and still fails a writer that waits for stop().
+        assert took < 10 * COMMIT_INTERVAL
+    finally:
+        store.stop()
+
+
+class EndlessTalk:
+    """The writer's queue in a room that never pauses: there is always one
+    more line, however long the writer waits.  ``None`` (from ``stop``)
+    ends it."""
+
+    def __init__(self) -> None:
+        self.given = 0
+        self.stopping = threading.Event()
+
+    def put(self, item) -> None:
+        if item is None:
+            self.stopping.set()
+
+    def get(self, timeout: float | None = None):
+        if self.stopping.wait(0.001):  # a line every millisecond
+            return None
+        self.given += 1
+        return said(self.given)
+
+
+def test_a_conversation_without_pauses_is_committed_while_it_goes_on(tmp_path):
+    """The writer must not wait for a quiet moment to commit."""
+    path = tmp_path / "h.db"
+    store = Store.open(path)
+    store.load(500)
+    talk = EndlessTalk()
+    store._queue = talk  # type: ignore[assignment]
+    store.start()
+    try:
+        rows = wait_for(lambda: on_disk(path, tmp_path / "copy"), what="rows")
+        assert [row[0] for row in rows] == list(range(1, len(rows) + 1))
+        assert not talk.stopping.is_set()
+    finally:
+        store.stop()
+
+
+def test_stop_writes_everything_queued_joins_the_writer_and_closes(tmp_path):
+    path = tmp_path / "h.db"
+    store = opened(path)
+    writer = [t for t in threading.enumerate() if t.name == "history writer"]
+    assert len(writer) == 1 and writer[0].daemon
+    for id_ in range(1, 201):
+        store.add(said(id_))
+    store.stop()
+    assert not writer[0].is_alive()
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.count()  # the connection is closed
+    last_id, lines = reopened(path)  # and the file is free again
+    assert (last_id, len(lines)) == (200, 200)
+
+
+def test_stop_without_start_closes_the_file(tmp_path):
+    store = Store.open(tmp_path / "h.db")
+    store.stop()
+    reopened(tmp_path / "h.db")  # not locked any more
+
+
+# -- files that cannot be used: one sentence each ----------------------------
+
+
+def test_a_second_store_on_the_same_file_is_told_it_is_in_use(tmp_path):
+    path = tmp_path / "h.db"
+    first = opened(path)
+    try:
+        with pytest.raises(StoreError) as refused:
+            Store.open(path)
+        assert "in use by another program" in str(refused.value)
+        assert str(path) in str(refused.value)
+        first.add(said(1))  # the first one is not disturbed
+    finally:
+        first.stop()
+    assert reopened(path) == (1, [said(1)])
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"this is not a database\n" * 100, b"SQLite format 3\x00" + b"\xff" * 4000],
+    ids=["text", "bad header"],
+)
+def test_a_file_that_is_not_a_database_is_called_damaged(tmp_path, content):
+    path = tmp_path / "h.db"
+    path.write_bytes(content)
+    with pytest.raises(StoreError) as refused:
+        Store.open(path)
+    assert "is damaged" in str(refused.value)
+    assert path.read_bytes() == content  # left as it was, for its owner
+
+
+def test_a_database_damaged_inside_is_called_damaged(tmp_path):
+    path = tmp_path / "h.db"
+    store = opened(path)
+    for id_ in range(1, 500):
+        store.add(said(id_, "x" * 200))
+    store.stop()
+    data = bytearray(path.read_bytes())
+    data[4096 * 2 : 4096 * 4] = b"\xa5" * 8192  # scribble over two pages
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError) as refused:
+        Store.open(path)
+    assert "is damaged" in str(refused.value)
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """Call it, and from then on SQLite opens every file read-only, as it
+    does a file that is not ours.
+
+    The tests run as root, which ignores file permissions; ``mode=ro`` makes
+    SQLite itself refuse to write, which is the real error path.
+    """
+
+    def connect(where, *args, **kwargs):
+        return _connect(f"file:{where}?mode=ro", *args, uri=True, **kwargs)
+
+    return lambda: monkeypatch.setattr(store_module.sqlite3, "connect", connect)
+
+
+def test_a_read_only_new_file_cannot_be_written(tmp_path, read_only):
+    path = tmp_path / "h.db"
+    path.touch()
+    read_only()
+    with pytest.raises(StoreError) as refused:
+        Store.open(path)
+    assert "cannot be written" in str(refused.value)
+
+
+def test_a_read_only_history_cannot_be_written(tmp_path, read_only):
+    path = tmp_path / "h.db"
+    store = opened(path)
+    store.add(said(1))
+    store.stop()
+    read_only()
+    with pytest.raises(StoreError) as refused:
+        Store.open(path)
+    assert "cannot be written" in str(refused.value)
+
+
+def test_a_folder_in_place_of_the_file_cannot_be_opened(tmp_path):
+    path = tmp_path / "h.db"
+    path.mkdir()
+    with pytest.raises(StoreError) as refused:
+        Store.open(path)
+    assert "cannot be opened or created" in str(refused.value)
+
+
+def test_a_file_in_place_of_the_folder_is_a_store_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a folder")
+    with pytest.raises(StoreError) as refused:
+        Store.open(tmp_path / "notes.txt" / "h.db")
+    assert "notes.txt" in str(refused.value)
+
+
+# -- a disk that fills up while the room runs --------------------------------
+
+
+def test_a_full_disk_is_logged_once_and_the_room_carries_on(tmp_path, caplog):
+    path = tmp_path / "h.db"
+    store = Store.open(path)
+    store.load(500)
+    # The database may not grow by a single page: a short line still fits in
+    # the page it has, a long one makes SQLite say "database or disk is full".
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    store.start()
+    caplog.set_level(logging.ERROR, logger="chat.store")
+    try:
+        store.add(said(1, "short"))
+        wait_for(lambda: on_disk(path, tmp_path / "copy"), what="the short line")
+        store.add(said(2, "long " * 5000))
+        wait_for(lambda: caplog.records, what="the error to be logged")
+        for id_ in range(3, 30):
+            store.add(said(id_, "more " * 2000))  # neither raises nor logs
+            store.add(said(id_ + 100, "tiny"))
+    finally:
+        store.stop()  # writes (or fails to write) everything queued first
+    [record] = caplog.records
+    assert record.levelno == logging.ERROR
+    assert str(path) in record.getMessage()
+    assert "full" in record.getMessage()
+    assert "memory only" in record.getMessage()
+    assert reopened(path)[1] == [said(1, "short")]  # what was written stays
