@@ -223,10 +223,15 @@ class Room:
             sender = self._require_joined(member)
             self._require_voice(sender)
             fresh = []
+            cids = set()  # a cid twice in one batch is said once
             for line in lines:
+                if line.cid in cids:
+                    continue
                 first = self._history.repeat(sender, line.cid)
                 if first is None:
                     fresh.append(line)
+                    if line.cid:
+                        cids.add(line.cid)
                 elif member.echo:  # a resend: show the first one again
                     member.outbox.put(member.render(first))
             messages = self._stamp(sender, fresh)
