@@ -518,7 +518,10 @@ class ChatClient:
         elif isinstance(message, (Message, PrivateMessage)):
             self._saw(message)
         elif isinstance(message, Error) and message.cid:
-            self._outgoing.confirm(message.cid)  # refused: it will not go again
+            # Refused: it will not go again -- unless it only came too early
+            # (before the welcome of a new connection): then it goes after it.
+            if message.code != "not_registered":
+                self._outgoing.confirm(message.cid)
         self._emit(message)
         # A notice just before the end of the stream says why (shutting down).
         self._farewell = message.text if isinstance(message, Notice) else ""

@@ -59,12 +59,23 @@ def running_server(port: int = 0, **options: Any) -> Iterator[ChatServer]:
 class LineClient:
     """A raw TCP client that reads lines with deadlines.  For JSON and plain."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
-        self.sock = socket.create_connection((host, port), timeout=DEADLINE)
+    def __init__(
+        self, port: int, host: str = "127.0.0.1", sock: socket.socket | None = None
+    ) -> None:
+        if sock is None:
+            sock = socket.create_connection((host, port), timeout=DEADLINE)
+        self.sock = sock
         self.sock.settimeout(DEADLINE)
         self._buffer = b""
         self.lines: list[bytes] = []  # every complete line received, in order
         self._read = 0  # lines already returned by next_line
+
+    @classmethod
+    def accept(cls, listener: socket.socket) -> LineClient:
+        """The next connection to ``listener``, as seen by a fake server."""
+        listener.settimeout(DEADLINE)
+        sock, _ = listener.accept()
+        return cls(0, sock=sock)
 
     # -- sending -------------------------------------------------------------
 

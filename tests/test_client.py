@@ -116,6 +116,36 @@ def test_answers_the_servers_ping(make_client):
             assert conn.recv(4096) == b'{"type":"pong"}\n'
 
 
+def test_a_line_refused_as_too_early_goes_again_after_the_next_welcome(
+    make_client, monkeypatch
+):
+    """A line that reached a new connection before its hello is not lost."""
+    monkeypatch.setattr(client_module, "BACKOFF", (0.05,))
+    welcome = b'{"type":"welcome","name":"ada","users":["ada"],"history":[]}\n'
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = make_client(listener.getsockname()[1])
+        server = LineClient.accept(listener)
+        try:
+            server.expect_json("hello")
+            server.send_raw(welcome)
+            cid = client.say("hello")
+            assert server.expect_json("say")["cid"] == cid
+            server.send_json(type="error", code="not_registered", text="", cid=cid)
+            next_event(client, Error)
+        finally:
+            server.close()
+        server = LineClient.accept(listener)  # the client reconnects
+        try:
+            server.expect_json("hello")
+            server.send_raw(welcome)
+            again = server.expect_json("say")
+            assert (again["cid"], again["text"]) == (cid, "hello")
+        finally:
+            server.close()
+
+
 def test_reconnects_with_backoff_and_the_same_name(make_client):
     with running_server() as first:
         port = first.port
