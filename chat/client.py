@@ -291,17 +291,21 @@ class ChatClient:
 
     def close(self, reason: str = "quit", timeout: float = 1.0) -> None:
         """Say ``bye`` (if connected), stop both threads and join them."""
-        if self._stopping.is_set():
-            return
         deadline = time.monotonic() + timeout
+        if self._stopping.is_set():  # stopped already, or stopped itself
+            self._join(deadline)
+            return
         if self.connected:
             self._outgoing.add(encode(Bye(reason)))
             self._outgoing.wait_sent(timeout * 0.6)  # let what was typed go out
         self._outgoing.close()
         self._stopping.set()
         self._hang_up()
+        self._join(deadline)
+
+    def _join(self, deadline: float) -> None:
         for thread in (self._writer, self._reader):
-            if thread.is_alive():
+            if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(max(deadline - time.monotonic(), 0.05))
 
     # -- the reader thread ------------------------------------------------
@@ -517,11 +521,14 @@ class ChatClient:
             self.name = message.new
         elif isinstance(message, (Message, PrivateMessage)):
             self._saw(message)
-        elif isinstance(message, Error) and message.cid:
-            # Refused: it will not go again -- unless it only came too early
+        elif (
+            isinstance(message, Error)
+            and message.cid
+            # Refused, it will not go again -- unless it only came too early
             # (before the welcome of a new connection): then it goes after it.
-            if message.code != "not_registered":
-                self._outgoing.confirm(message.cid)
+            and message.code != "not_registered"
+        ):
+            self._outgoing.confirm(message.cid)
         self._emit(message)
         # A notice just before the end of the stream says why (shutting down).
         self._farewell = message.text if isinstance(message, Notice) else ""

@@ -222,7 +222,8 @@ class Room:
         with self._lock:
             sender = self._require_joined(member)
             self._require_voice(sender)
-            fresh = []
+            said: list[Message] = []
+            fresh: list[Say] = []
             cids = set()  # a cid twice in one batch is said once
             for line in lines:
                 if line.cid in cids:
@@ -232,14 +233,26 @@ class Room:
                     fresh.append(line)
                     if line.cid:
                         cids.add(line.cid)
-                elif member.echo:  # a resend: show the first one again
+                    continue
+                # A resend: the lines before it go first, then the first
+                # copy of this one goes back (to the sender only).
+                said += self._say_now(member, sender, fresh)
+                fresh = []
+                if member.echo:
                     member.outbox.put(member.render(first))
-            messages = self._stamp(sender, fresh)
-            if messages:
-                self._fan_out(messages, exclude=None if member.echo else member)
+            said += self._say_now(member, sender, fresh)
         if log.isEnabledFor(logging.INFO):
-            for message in messages:
+            for message in said:
                 log.info("%s: %s", sender, escape_text(message.text))
+
+    def _say_now(
+        self, member: Member, sender: str, lines: Sequence[Say]
+    ) -> tuple[Message, ...]:
+        """Stamp ``lines`` and give them to everyone (lock held)."""
+        messages = self._stamp(sender, lines)
+        if messages:
+            self._fan_out(messages, exclude=None if member.echo else member)
+        return messages
 
     def announce(self, text: str) -> None:
         """A line from the operator, shown to everyone as from ``server``."""

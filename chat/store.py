@@ -36,6 +36,9 @@ from .protocol import Message, PrivateMessage
 log = logging.getLogger("chat.store")
 
 COMMIT_INTERVAL = 0.1  # seconds: the most a kill -9 can lose
+#: After a server was killed, ids go on from this much further, so that none
+#: given in its last unsaved moment is given again (gaps are allowed).
+CRASH_GAP = 100_000
 APP_FOLDER = "classchat"
 MEMORY = ":memory:"
 
@@ -114,6 +117,8 @@ class Store:
             queue.SimpleQueue()
         )
         self._failed = False  # the disk refused a write: carry on in memory
+        #: The last server on this file stopped without saving (kill -9).
+        self.crashed = False
         self._thread = threading.Thread(
             target=self._run, name="history writer", daemon=True
         )
@@ -139,11 +144,16 @@ class Store:
                 raise sqlite3.DatabaseError("database disk image is malformed")
             db.executescript(_SCHEMA)
             db.execute("BEGIN IMMEDIATE")  # take the lock for as long as we run
+            row = db.execute("SELECT value FROM meta WHERE key = 'clean'").fetchone()
+            # "0" until a stop() that wrote everything says "1".
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('clean', '0')")
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             db.close()
             raise StoreError(_explain(exc, where)) from None
-        return cls(db, where)
+        store = cls(db, where)
+        store.crashed = row is not None and row[0] == "0"
+        return store
 
     def load(self, count: int) -> tuple[int, list[Stored]]:
         """The highest id ever given, and the last ``count`` messages, oldest
@@ -157,6 +167,14 @@ class Store:
         ).fetchone()
         if row is not None:
             last_id = max(last_id, int(row[0]))
+        if self.crashed:
+            last_id += CRASH_GAP
+            log.warning(
+                "The last server on %s stopped without saving its last moments "
+                "(killed?): message ids go on from %d, so that none is given twice.",
+                self.path,
+                last_id + 1,
+            )
         rows = self._db.execute(
             "SELECT id, sender, text, ts, me, cid, recipient FROM messages "
             "ORDER BY id DESC LIMIT ?",
@@ -208,6 +226,11 @@ class Store:
             self._queue.put(None)
             self._thread.join(timeout)
         if not self._thread.is_alive():
+            if not self._failed:  # everything was written: the next start can trust it
+                try:
+                    self._db.execute("UPDATE meta SET value = '1' WHERE key = 'clean'")
+                except sqlite3.Error:
+                    pass
             self._db.close()
 
     # -- the writer thread ------------------------------------------------

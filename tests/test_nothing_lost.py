@@ -346,6 +346,23 @@ def test_the_same_cid_twice_in_one_read_is_said_once(server):
         assert texts(lines_until(bob, "marker")) == ["once", "marker"]
 
 
+def test_a_resend_among_new_lines_is_answered_in_its_place(server):
+    """new, resent, new in one read: the answers come in that order."""
+    with json_client(server.port, "ada") as ada:
+        first = say(ada, "first", cid="c-1")
+        lines = [("second", "c-2"), ("first", "c-1"), ("third", "c-3")]
+        ada.send_raw(
+            "".join(
+                json.dumps({"type": "say", "text": text, "cid": cid}) + "\n"
+                for text, cid in lines
+            ).encode()
+        )
+        answers = [ada.expect_json("message") for _ in lines]
+        assert [m["text"] for m in answers] == ["second", "first", "third"]
+        assert answers[1] == first
+        assert answers[0]["id"] < answers[2]["id"]
+
+
 def test_a_resend_after_a_server_restart_is_recognised(tmp_path):
     db = str(tmp_path / "h.db")
     with serving(db=db) as first, json_client(first.port, "ada") as ada:
