@@ -20,6 +20,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
+from .bots import MAX_BOTS, Bots
 from .discovery import DiscoveryResponder
 from .protocol import (
     DEFAULT_HOST,
@@ -45,6 +46,7 @@ OPERATOR_HELP = (
     "  /mute NAME           refuse someone's lines; /unmute NAME gives them back",
     "  /stats               one row per client: traffic, queue, last activity",
     "  /clear               delete the stored history (asks first)",
+    "  /bots N              fill the room with N talkative demo clients (0: none)",
     "  /quit                stop the server",
     "  /help                this help",
     "Anything else you type is sent to everyone, from 'server'.",
@@ -328,17 +330,24 @@ class Operator:
         server: ChatServer,
         request_stop: Callable[[], None],
         out: Callable[[str], None] = print,
+        *,
+        tls_fingerprint: str | None = None,
     ) -> None:
         self.server = server
         self.request_stop = request_stop
         self.out = out
+        self.tls_fingerprint = tls_fingerprint  # for the bots, on a TLS server
         self._keyboard = StdinReader(self.handle, name="operator console")
+        self._bots: Bots | None = None  # made by the first /bots
 
     def start(self) -> None:
         self._keyboard.start()
 
     def stop(self) -> None:
+        """Stop reading the keyboard, then send the bots (if any) away."""
         self._keyboard.stop()
+        if self._bots is not None:
+            self._bots.stop()
 
     def handle(self, line: str) -> None:
         """Carry out one line the operator typed."""
@@ -358,6 +367,7 @@ class Operator:
     def _commands(self) -> dict[str, Callable[[str], None]]:
         return {
             "/quit": self._quit,
+            "/bots": self._bots_command,
             "/exit": self._quit,
             "/stop": self._quit,
             "/list": self._list,
@@ -376,6 +386,44 @@ class Operator:
     def _quit(self, rest: str) -> None:
         self.out("Stopping the server...")
         self.request_stop()
+
+    def _bots_command(self, rest: str) -> None:
+        bots = self._bots
+        if not rest:
+            if bots is None or not bots.count:
+                self.out("No bots. /bots N brings N of them into the room.")
+            else:
+                self.out(
+                    f"{bots.count} bots, {bots.joined} in the room, "
+                    f"{bots.sent} lines said."
+                )
+                if bots.problem:
+                    self.out(f"Last problem: {bots.problem}")
+            return
+        try:
+            n = int(rest)
+            if not 0 <= n <= MAX_BOTS:
+                raise ValueError
+        except ValueError:
+            self.out(f"Usage: /bots N, with N from 0 to {MAX_BOTS}.")
+            return
+        if bots is None:
+            if n == 0:
+                self.out("No bots to remove.")
+                return
+            host, port = self.server.server_address[:2]
+            bots = self._bots = Bots(
+                _loopback_for(host),
+                port,
+                password=self.server.config.password,
+                fingerprint=self.tls_fingerprint,
+            )
+        if not bots.resize(n):
+            self.out(f"Still on their way: {n} bots asked for; /bots shows progress.")
+        elif n:
+            self.out(f"{n} bots are coming in; /bots 0 sends them away.")
+        else:
+            self.out("The bots have left.")
 
     def _help(self, rest: str) -> None:
         for help_line in OPERATOR_HELP:
@@ -467,6 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out(f"Cannot write the log file {args.log}: {exc.strerror or exc}")
         return 1
     raise_open_file_limit()
+    tls_fingerprint = None
     if args.tls_cert:
         try:
             server_context(args.tls_cert, args.tls_key)
@@ -496,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kwargs={"poll_interval": 0.1},  # how soon shutdown() is noticed
         name="accept loop",
     )
-    operator = Operator(server, stop.set, out)
+    operator = Operator(server, stop.set, out, tls_fingerprint=tls_fingerprint)
     with server:
         accept.start()
         host, port = server.server_address[:2]
@@ -522,13 +571,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         operator.start()
         while not stop.wait(0.5):
             pass
+        operator.stop()  # the bots leave with "quit" while the room runs
         server.shutdown()
         accept.join()
-        operator.stop()
         if responder is not None:
             responder.stop()
     out("Server stopped.")
     return 0
+
+
+def _loopback_for(host: str) -> str:
+    """Where a client on this machine reaches a server bound to ``host``."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
 
 
 def start_discovery(

@@ -592,3 +592,47 @@ def test_stats_show_one_row_per_client(server, operator, recorder):
     assert fields[3] == "3"  # hello and two lines
     assert int(fields[4]) >= 3  # bob joined, and its own two lines came back
     assert next(r for r in rows if r.startswith("bob ")).split()[3] == "1"
+
+
+# ---------------------------------------------------------------------------
+# /bots: a crowd for the front of the room
+
+
+def test_bots_fill_the_room_and_leave_on_bots_0(server, recorder):
+    operator = Operator(server, recorder.request_stop, recorder.out)
+    try:
+        with json_client(server.port, "teacher") as teacher:
+            operator.handle("/bots 3")
+            assert recorder.lines == ["3 bots are coming in; /bots 0 sends them away."]
+            arrived = {teacher.expect_json("joined")["name"] for _ in range(3)}
+            wait_for(lambda: len(server.room.names()) == 4, what="3 bots in the room")
+            assert arrived == set(server.room.names()) - {"teacher"}
+            said = teacher.expect_json("message", timeout=30)  # they talk
+            assert said["from"] in arrived
+            operator.handle("/bots")
+            assert recorder.lines[-1].startswith("3 bots, 3 in the room, ")
+            operator.handle("/bots 0")
+            assert recorder.lines[-1] == "The bots have left."
+            left = {teacher.expect_json("left")["name"] for _ in range(3)}
+            assert left == arrived
+            assert server.room.names() == ("teacher",)
+    finally:
+        operator.stop()
+
+
+@pytest.mark.parametrize("typed", ["/bots many", "/bots -1", "/bots 201"])
+def test_bots_refuse_a_bad_count(server, recorder, typed):
+    operator = Operator(server, recorder.request_stop, recorder.out)
+    operator.handle(typed)
+    assert recorder.lines == ["Usage: /bots N, with N from 0 to 200."]
+    assert server.room.names() == ()
+
+
+def test_stopping_the_console_sends_the_bots_away(server, recorder):
+    operator = Operator(server, recorder.request_stop, recorder.out)
+    try:
+        operator.handle("/bots 2")
+        wait_for(lambda: len(server.room.names()) == 2, what="2 bots in the room")
+    finally:
+        operator.stop()  # joins every bot's threads (conftest checks for leaks)
+    wait_for(lambda: server.room.names() == (), what="the bots to leave")
