@@ -554,14 +554,19 @@ class Listener:
     buffer: bytes = b""
     last_id: int | None = None  # the last message id seen
     counts_departures: bool = False  # one listener reports the room's ``left``s
+    seen: int = 0  # messages since joining; the same for every listener
+    id_sum: int = 0  # and the sum of their ids: the same too
 
 
 class Listeners(Load):
     """JSON clients that stay and read everything, served by one selector thread.
 
-    Message ids must arrive one by one: each ``message`` must have the id
-    after the one before (the welcome's history gives the first).  Anything
-    else is an anomaly.  Pings are answered, as any client must.
+    Message ids must only go up: each ``message`` must have an id above the
+    one before (the welcome's history gives the first).  Gaps are allowed
+    (private lines take ids too), so loss is found another way: every
+    listener joins before the load starts, so in the end all of them must
+    have seen the same messages (``check_agreement``).  Pings are answered,
+    as any client must.
     """
 
     def __init__(self, target: Target, tally: Tally, names: Names) -> None:
@@ -655,12 +660,42 @@ class Listeners(Load):
         last = listener.last_id
         if not isinstance(message_id, int):
             self.tally.anomaly("a message without an id", listener.name)
-        elif last is not None and message_id != last + 1:
-            what = "a gap" if message_id > last + 1 else "out of order"
+            return
+        if last is not None and message_id <= last:
+            what = "repeated" if message_id == last else "out of order"
             detail = f"{listener.name}: message {message_id} after {last}"
             self.tally.anomaly(f"message ids: {what}", detail)
-        if isinstance(message_id, int):
-            listener.last_id = message_id
+        listener.last_id = message_id
+        listener.seen += 1
+        listener.id_sum += message_id
+
+    def _tallies(self) -> dict[str, tuple[int, int]]:
+        return {
+            key.data.name: (key.data.seen, key.data.id_sum)
+            for key in list(self._selector.get_map().values())
+        }
+
+    def check_agreement(self, timeout: float) -> None:
+        """Every listener saw the same messages?  (Before ``stop``.)
+
+        Waits up to ``timeout`` for the last lines to be read; then any
+        listener whose count or id sum differs from the others' is an
+        anomaly: it lost (or gained) messages.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            tallies = self._tallies()
+            if len(set(tallies.values())) <= 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if len(set(tallies.values())) > 1:
+            usual = max(set(tallies.values()), key=list(tallies.values()).count)
+            for name, (seen, id_sum) in tallies.items():
+                if (seen, id_sum) != usual:
+                    self.tally.anomaly(
+                        "a listener missed messages",
+                        f"{name}: {seen} messages (others: {usual[0]})",
+                    )
 
     def _pong(self, listener: Listener) -> None:
         try:
@@ -1030,6 +1065,7 @@ def run_load(
             stop_all(loads, tally)
         out("load stopped; waiting for the server to drain")
         report.end = wait_until_settled(target.pid, report.start)
+        listeners.check_agreement(timeout=IO_TIMEOUT)
     finally:
         stop_all([listeners], tally)
         report.listeners_left = listeners.connected()
