@@ -212,6 +212,9 @@ class EndlessTalk:
         self.given += 1
         return said(self.given)
 
+    def get_nowait(self):
+        return self.get()
+
 
 def test_a_conversation_without_pauses_is_committed_while_it_goes_on(tmp_path):
     """The writer must not wait for a quiet moment to commit."""
@@ -414,3 +417,41 @@ def test_a_clean_stop_lets_the_next_start_go_on_from_the_last_id(tmp_path):
     finally:
         again.stop()
     assert reopened(path)[0] == 2  # a start that gave nothing stopped cleanly too
+
+
+@pytest.mark.parametrize("one_statement", [True, False], ids=["json", "executemany"])
+def test_every_field_comes_back_as_written(tmp_path, one_statement):
+    """A batch goes in as one JSON statement where SQLite can (or row by row):
+    awkward text, floats, flags, cids and private lines all come back."""
+    path = tmp_path / "h.db"
+    store = Store.open(path)
+    store.load(500)
+    if not one_statement:
+        store._json = False
+    assert store._json is one_statement
+    lines = [
+        said(1, 'quotes " and \\ backslash', cid="c-1"),
+        said(2, "emoji 👋 and 世界, a tab\there", me=True),
+        said(3, "new\nline and \x1b[31m escape"),
+        Message(4, "bob", "ts with many digits", 1_795_365_677.6270328),
+        PrivateMessage("ada", "bob", "a private line ✉", 1_700_000_005.5, "p-1", 5),
+    ]
+    store.start()
+    for line in lines:
+        store.add(line)
+    store.stop()
+    db = _connect(path)
+    try:
+        rows = db.execute(
+            "SELECT id, sender, text, ts, me, cid, recipient FROM messages ORDER BY id"
+        ).fetchall()
+    finally:
+        db.close()
+    expected = [
+        (1, "ada", 'quotes " and \\ backslash', 1_700_000_001.0, None, "c-1", None),
+        (2, "ada", "emoji 👋 and 世界, a tab\there", 1_700_000_002.0, 1, None, None),
+        (3, "ada", "new\nline and \x1b[31m escape", 1_700_000_003.0, None, None, None),
+        (4, "bob", "ts with many digits", 1_795_365_677.6270328, None, None, None),
+        (5, "ada", "a private line ✉", 1_700_000_005.5, None, "p-1", "bob"),
+    ]
+    assert rows == expected
