@@ -308,10 +308,7 @@ class Store:
         try:
             self._db.execute("BEGIN")
             for sql, rows in steps:
-                if len(rows) == 1:
-                    self._db.execute(sql, rows[0])
-                else:
-                    self._db.executemany(sql, rows)
+                self._db.executemany(sql, rows)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             try:
