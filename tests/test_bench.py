@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
+from chat.bench import floor
 from chat.bench.load import Client, Config, Report, Worker, run, token_text
 from tests.helpers import running_server
 
@@ -206,3 +207,11 @@ def test_a_line_split_across_reads_is_counted_once():
     assert worker.counts["delivered"] == 3
     assert worker.counts["malformed"] == 0
     assert client.highest == [2, -1]
+
+
+def test_the_floor_command_measures_a_real_fan_out():
+    result = floor.measure(connections=5, messages=60, rate=600)
+    assert (result["connections"], result["messages"]) == (5, 60)
+    assert 0 < result["fan_out_p50_ms"] <= result["fan_out_p99_ms"]
+    assert result["fan_out_p99_ms"] <= result["fan_out_max_ms"]
+    assert result["send_us"] > 0

@@ -5,6 +5,7 @@
 ``ceiling``  the generator's own limit, against a server that does no work.
 ``compare``  our server.py against ``ncat --chat``, shape by shape.
 ``gui``      the window under a flood: stalls, memory, time to a mapped window.
+``floor``    the least a fan-out to 100 connections can take in Python here.
 
 Benchmarks are commands, not tests: the tests check correctness, these
 measure speed.  ``docs/performance.md`` has the method and the figures.

@@ -9,12 +9,13 @@ COMMANDS = {
     "ceiling": "chat.bench.ceiling",
     "compare": "chat.bench.compare",
     "gui": "chat.bench.gui",
+    "floor": "chat.bench.floor",
 }
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
-        print("usage: python -m chat.bench {run,ceiling,compare,gui} [--help]")
+        print("usage: python -m chat.bench {run,ceiling,compare,gui,floor} [--help]")
         print(__import__("chat.bench").bench.__doc__)
         return 2
     module = __import__(COMMANDS[argv[0]], fromlist=["main"])
