@@ -19,7 +19,14 @@ import pytest
 
 from chat import store as store_module
 from chat.protocol import Message, PrivateMessage
-from chat.store import COMMIT_INTERVAL, MEMORY, Store, StoreError
+from chat.store import (
+    COMMIT_INTERVAL,
+    MEMORY,
+    ROWS_PER_INSERT,
+    Store,
+    StoreError,
+    _chunks,
+)
 from tests.helpers import wait_for
 
 _connect = sqlite3.connect  # the real one, whatever a test patches
@@ -419,16 +426,11 @@ def test_a_clean_stop_lets_the_next_start_go_on_from_the_last_id(tmp_path):
     assert reopened(path)[0] == 2  # a start that gave nothing stopped cleanly too
 
 
-@pytest.mark.parametrize("one_statement", [True, False], ids=["json", "executemany"])
-def test_every_field_comes_back_as_written(tmp_path, one_statement):
-    """A batch goes in as one JSON statement where SQLite can (or row by row):
-    awkward text, floats, flags, cids and private lines all come back."""
+def test_every_field_comes_back_as_written(tmp_path):
+    """Awkward text, floats, flags, cids and private lines all come back."""
     path = tmp_path / "h.db"
     store = Store.open(path)
     store.load(500)
-    if not one_statement:
-        store._json = False
-    assert store._json is one_statement
     lines = [
         said(1, 'quotes " and \\ backslash', cid="c-1"),
         said(2, "emoji 👋 and 世界, a tab\there", me=True),
@@ -455,3 +457,33 @@ def test_every_field_comes_back_as_written(tmp_path, one_statement):
         (5, "ada", "a private line ✉", 1_700_000_005.5, None, "p-1", "bob"),
     ]
     assert rows == expected
+
+
+@pytest.mark.parametrize("count", [1, 2, 127, 128, 129, 300, 1000])
+def test_a_batch_of_any_size_is_stored_whole_and_in_order(tmp_path, count):
+    """A batch goes in as a few multi-row INSERTs (128, 64 ... 1 rows each)."""
+    path = tmp_path / "h.db"
+    store = Store.open(path)
+    store.load(500)
+    store._write([said(n, f"line {n}") for n in range(1, count + 1)])
+    store.stop()
+    db = _connect(path)
+    try:
+        rows = db.execute("SELECT id, text FROM messages ORDER BY id").fetchall()
+    finally:
+        db.close()
+    assert rows == [(n, f"line {n}") for n in range(1, count + 1)]
+
+
+def test_batches_are_cut_into_few_statement_shapes():
+    shapes = set()
+    for count in range(600):
+        rows = [(n,) for n in range(count)]
+        chunks = list(_chunks(rows))
+        assert [row for chunk in chunks for row in chunk] == rows
+        sizes = [len(chunk) for chunk in chunks]
+        assert all(size & (size - 1) == 0 for size in sizes)  # powers of two
+        assert sizes == sorted(sizes, reverse=True)
+        assert len(sizes) <= count // ROWS_PER_INSERT + 7
+        shapes.update(sizes)
+    assert shapes == {1, 2, 4, 8, 16, 32, 64, 128}
