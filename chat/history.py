@@ -56,11 +56,18 @@ class History:
         # (name key, cid) -> (when, the line): oldest first, for pruning.
         self._cids: OrderedDict[tuple[str, str], tuple[float, Line]] = OrderedDict()
         self.last_id = 0
+        #: The highest id of a line once kept and no longer in memory (pushed
+        #: out by newer ones, cleared, or left in the database at start).  A
+        #: client that saw less than this may have missed something for good.
+        self._forgotten = 0
         #: Names this history (and so the count of its ids) for clients.
         self.token = secrets.token_hex(8)
         if store is not None:
             self.token = store.room_token()
             self.last_id, stored = store.load(self._lines.maxlen or 1)
+            self._forgotten = store.forgotten()
+            if stored and len(stored) == self._lines.maxlen:  # older ones may
+                self._forgotten = max(self._forgotten, (stored[0].id or 1) - 1)
             for line in stored:
                 self._lines.append(line)
                 if line.cid:
@@ -79,6 +86,8 @@ class History:
             if self._store is not None and line.id is not None:
                 self._store.given(line.id)  # so the id is never given again
             return
+        if len(self._lines) == self._lines.maxlen:  # the oldest falls out
+            self._forgotten = max(self._forgotten, self._lines[0].id or 0)
         self._lines.append(line)
         if self._store is not None:
             self._store.add(line)
@@ -98,12 +107,11 @@ class History:
         their own private ones, oldest first, at most ``cap``.
 
         Returns (lines, how many were left out beyond the cap, whether some
-        may be gone: memory does not reach back to ``last_seen``).
+        are gone: a line after ``last_seen`` is no longer in memory).  Ids
+        skipped by private lines that were never kept are not a loss.
         """
         key = name_key(name)
-        oldest = self._lines[0].id if self._lines else None
-        full = len(self._lines) == self._lines.maxlen
-        gone = full and oldest is not None and oldest > last_seen + 1
+        gone = self._forgotten > last_seen
         missed = [
             line
             for line in self._lines
@@ -130,6 +138,7 @@ class History:
         the caller, outside the room's lock: ``Store.clear`` waits."""
         self._lines.clear()
         self._cids.clear()
+        self._forgotten = self.last_id
 
     def _remember(self, line: Line) -> None:
         assert line.cid is not None

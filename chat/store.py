@@ -91,6 +91,15 @@ def _chunks(rows: list[tuple]) -> Iterator[list[tuple]]:
         start += size
 
 
+# Before /clear deletes the messages: the highest id it deletes, so that a
+# client reconnecting after a restart is told some lines are gone.
+_FORGET = (
+    "INSERT INTO meta (key, value) "
+    "SELECT 'forgotten', CAST(top AS TEXT) "
+    "FROM (SELECT max(id) AS top FROM messages) WHERE top IS NOT NULL "
+    "ON CONFLICT (key) DO UPDATE SET value = "
+    "max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))"
+)
 # The highest id given to a line that is not stored (ids only increase).
 _GIVEN = (
     "INSERT INTO meta (key, value) VALUES ('last_id', ?) "
@@ -219,6 +228,13 @@ class Store:
                 messages.append(PrivateMessage(sender, recipient, text, ts, cid, id_))
         return last_id, messages
 
+    def forgotten(self) -> int:
+        """The highest id ``/clear`` deleted (0: never cleared)."""
+        row = self._db.execute(
+            "SELECT value FROM meta WHERE key = 'forgotten'"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
     def room_token(self) -> str:
         """This history's name, made once and kept: clients count ids in it."""
         row = self._db.execute("SELECT value FROM meta WHERE key = 'room'").fetchone()
@@ -293,7 +309,7 @@ class Store:
             elif isinstance(item, _Clear):
                 self._commit(rows)
                 rows = []
-                self._execute([("DELETE FROM messages", [()])])
+                self._execute([(_FORGET, [()]), ("DELETE FROM messages", [()])])
                 item.done.set()
             elif isinstance(item, Message):
                 rows.append(

@@ -34,15 +34,23 @@ class RecordingStore:
     """What ``History`` needs of a ``Store``, keeping what it is given."""
 
     def __init__(
-        self, last_id: int = 0, lines: tuple = (), token: str = "r00m"
+        self,
+        last_id: int = 0,
+        lines: tuple = (),
+        token: str = "r00m",
+        forgotten: int = 0,
     ) -> None:
         self.added: list = []
         self.given_ids: list[int] = []
         self._loaded = (last_id, list(lines))
         self._token = token
+        self._forgotten = forgotten
 
     def room_token(self) -> str:
         return self._token
+
+    def forgotten(self) -> int:
+        return self._forgotten
 
     def load(self, count: int) -> tuple[int, list]:
         last_id, lines = self._loaded
@@ -158,6 +166,35 @@ def test_since_says_when_memory_no_longer_reaches_back(last_seen, expected, gone
     assert (ids(lines), left_out, was_gone) == (expected, 0, gone)
 
 
+def test_ids_taken_by_private_lines_never_kept_are_not_a_loss():
+    """Private lines take ids but are not kept: a gap in the ids is no loss."""
+    history = History(size=3, cap=3)
+    filled(history, said(1), whispered(2, "ada", "bob"), said(3), said(4))
+    filled(history, said(5))  # 1 falls out of memory; 2 was never in it
+    assert history.since(1, "carol") == ((said(3), said(4), said(5)), 0, False)
+    assert history.since(0, "carol")[2] is True  # 1 is gone
+
+
+def test_a_full_window_loaded_at_start_may_have_older_lines_behind_it():
+    stored = tuple(said(i) for i in range(11, 14))
+    history = History(size=3, cap=3, store=RecordingStore(13, stored))
+    assert history.since(9, "ada") == (stored, 0, True)  # 10 may be in the file
+    assert history.since(10, "ada") == (stored, 0, False)
+
+
+def test_a_window_loaded_whole_has_nothing_behind_it():
+    stored = (said(11), said(12))
+    history = History(size=3, cap=3, store=RecordingStore(12, stored))
+    assert history.since(0, "ada") == (stored, 0, False)
+
+
+def test_lines_cleared_before_a_restart_are_still_reported_gone():
+    store = RecordingStore(9, (said(8), said(9)), forgotten=7)
+    history = History(store=store)
+    assert history.since(5, "ada") == ((said(8), said(9)), 0, True)
+    assert history.since(7, "ada") == ((said(8), said(9)), 0, False)
+
+
 def test_an_empty_history_has_nothing_gone():
     assert History().since(0, "ada") == ((), 0, False)
 
@@ -250,7 +287,8 @@ def test_clear_forgets_lines_and_cids_but_not_the_ids():
     assert history.repeat("ada", "c-1") is not None
     history.clear()
     assert history.recent() == ()
-    assert history.since(0, "ada") == ((), 0, False)
+    assert history.since(0, "ada") == ((), 0, True)  # they are gone: say so
+    assert history.since(2, "ada") == ((), 0, False)  # nothing missed
     assert history.repeat("ada", "c-1") is None
     assert history.next_id() == 3
 

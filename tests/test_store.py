@@ -157,6 +157,30 @@ def test_clear_deletes_only_what_came_before_it(tmp_path):
     assert reopened(path) == (3, [said(3)])
 
 
+def test_clear_remembers_the_highest_id_it_deleted(tmp_path):
+    """So a client that reconnects after a restart is told lines are gone."""
+    path = tmp_path / "h.db"
+    store = opened(path)
+    assert store.clear()  # nothing to delete: nothing remembered, no failure
+    store.stop()
+    store = Store.open(path)
+    assert store.forgotten() == 0
+    store.load(10)
+    store.start()
+    for id_ in (1, 2, 3):
+        store.add(said(id_))
+    assert store.clear()
+    store.add(said(4))
+    assert store.clear()
+    store.stop()
+    again = Store.open(path)
+    try:
+        assert again.forgotten() == 4
+        assert again.load(10) == (4, [])
+    finally:
+        again.stop()
+
+
 def test_the_room_token_is_kept_with_the_file(tmp_path):
     first = Store.open(tmp_path / "a.db")
     token = first.room_token()
