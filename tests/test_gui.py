@@ -578,11 +578,12 @@ def test_a_refused_line_is_shown_failed_and_a_click_sends_it_again(server, make_
     # Tk finds the tag under the mouse by its motion: move there, then click.
     for event in ("<Motion>", "<ButtonPress-1>", "<ButtonRelease-1>"):
         app.view.text.event_generate(event, x=x + 2, y=y + 2)
-    pump_until(
+    pump_until(  # shown at once as pending, then confirmed by the server
         app.root,
         lambda: (
             "not sent" not in app.view.contents()
             and "ada: let me speak" in app.view.contents()
+            and not app.view.text.tag_ranges("pending")
         ),
         "the line sent again and confirmed",
     )
