@@ -9,6 +9,7 @@ never checked: speed is for the benchmark commands, not for tests.
 
 from __future__ import annotations
 
+import select
 import selectors
 import socket
 import threading
@@ -17,7 +18,15 @@ from collections.abc import Callable
 import pytest
 
 from chat.bench import floor
-from chat.bench.load import Client, Config, Report, Worker, run, token_text
+from chat.bench.load import (
+    MAX_PARTIAL,
+    Client,
+    Config,
+    Report,
+    Worker,
+    run,
+    token_text,
+)
 from tests.helpers import running_server
 
 SMALL = dict(clients=6, senders=3, messages=40, procs=1, timeout=30, idle=0.5)
@@ -215,3 +224,28 @@ def test_the_floor_command_measures_a_real_fan_out():
     assert 0 < result["fan_out_p50_ms"] <= result["fan_out_p99_ms"]
     assert result["fan_out_p99_ms"] <= result["fan_out_max_ms"]
     assert result["send_us"] > 0
+
+
+def test_a_line_that_never_ends_is_dropped_not_kept_forever():
+    cfg = Config(senders=1, run_id=7)
+    worker = Worker(cfg, 0, shared={})
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        client = Client(1, ours, sender=False, stalled=False)
+        client.highest, client.gaps = [-1], [None]
+        endless = token_text(7, 0, 0, 40) + b"x" * (MAX_PARTIAL + 1)
+        for start in range(0, len(endless), 50_000):
+            theirs.sendall(endless[start : start + 50_000])
+            while worker_reads_more(ours):
+                worker.receive(client)
+        assert len(client.inbox) <= MAX_PARTIAL
+        assert worker.counts["malformed"] == 1
+        theirs.sendall(b"\n" + token_text(7, 0, 1, 40) + b"\n")
+        while worker_reads_more(ours):
+            worker.receive(client)
+    assert worker.counts["delivered"] == 1  # the next line counts as always
+
+
+def worker_reads_more(sock: socket.socket) -> bool:
+    """Is there something to read right now?"""
+    return bool(select.select([sock], [], [], 0)[0])

@@ -32,7 +32,10 @@ LINE = (
 
 def _drain(port: int, connections: int, seconds: float) -> None:
     """The readers: connect, then read everything until told or timed out."""
-    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(connections)]
+    socks = [
+        socket.create_connection(("127.0.0.1", port), timeout=10)
+        for _ in range(connections)
+    ]
     selector = selectors.DefaultSelector()
     for sock in socks:
         sock.setblocking(False)

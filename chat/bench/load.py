@@ -46,6 +46,10 @@ ROLL_MARK = b"RC"
 RECV_BYTES = 262144
 CONNECTS_PER_SECOND = 2000
 ROLL_EVERY = 0.2
+#: The most of one unfinished line kept: beyond it, the line is dropped (its
+#: tokens counted as malformed), so a server that never sends a newline
+#: cannot make the generator's memory grow without end.
+MAX_PARTIAL = 1 << 20
 #: A flat-out sender refills its buffer below this many unsent bytes.
 SEND_LOW_WATER = 64 * 1024
 
@@ -412,6 +416,9 @@ class Worker:
         data = client.inbox + self.view[:size]  # bytes, with any partial line
         end = data.rfind(b"\n") + 1
         client.inbox = data[end:]
+        if len(client.inbox) > MAX_PARTIAL:  # a server that never ends a line
+            self.counts["malformed"] += client.inbox.count(self.mark)
+            client.inbox = b""
         if not client.seen_roll and ROLL_MARK + self.run_bytes in data:
             client.seen_roll = True
         marks = data.count(self.mark, 0, end)
