@@ -202,11 +202,9 @@ class Store:
             "SELECT seq FROM sqlite_sequence WHERE name = 'messages'"
         ).fetchone()
         last_id = row[0] if row else 0
-        row = self._db.execute(
-            "SELECT value FROM meta WHERE key = 'last_id'"
-        ).fetchone()
-        if row is not None:
-            last_id = max(last_id, int(row[0]))
+        given = self._meta("last_id")
+        if given is not None:
+            last_id = max(last_id, int(given))
         if self.crashed:
             last_id += CRASH_GAP
             log.warning(
@@ -230,16 +228,18 @@ class Store:
 
     def forgotten(self) -> int:
         """The highest id ``/clear`` deleted (0: never cleared)."""
-        row = self._db.execute(
-            "SELECT value FROM meta WHERE key = 'forgotten'"
-        ).fetchone()
-        return int(row[0]) if row else 0
+        return int(self._meta("forgotten") or 0)
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,))
+        found = row.fetchone()
+        return found[0] if found else None
 
     def room_token(self) -> str:
         """This history's name, made once and kept: clients count ids in it."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'room'").fetchone()
-        if row is not None:
-            return row[0]
+        token = self._meta("room")
+        if token is not None:
+            return token
         token = secrets.token_hex(8)
         self._db.execute("INSERT INTO meta (key, value) VALUES ('room', ?)", (token,))
         return token

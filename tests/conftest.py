@@ -23,6 +23,25 @@ def server():
         yield chat_server
 
 
+@pytest.fixture
+def make_client():
+    """``make(port, name, **options)``: a started ``ChatClient`` on 127.0.0.1;
+    every one made is closed after the test."""
+    from chat.client import ChatClient
+
+    clients = []
+
+    def make(port, name="ada", **options):
+        client = ChatClient("127.0.0.1", port, name, **options)
+        clients.append(client)
+        client.start()
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
 @pytest.fixture(autouse=True)
 def no_thread_left_behind():
     """Every test must stop the threads it started (the owner joins them)."""

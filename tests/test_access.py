@@ -77,21 +77,6 @@ def operator(server, said):
     return Operator(server, lambda: None, said.append)
 
 
-@pytest.fixture
-def make_client():
-    clients = []
-
-    def make(port, name="ada", **options):
-        client = ChatClient("127.0.0.1", port, name, **options)
-        clients.append(client)
-        client.start()
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
-
-
 def closed_with(client: LineClient) -> list[dict]:
     """The JSON messages a client got before the server closed the connection."""
     return [json.loads(line) for line in client.expect_closed()]

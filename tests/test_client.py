@@ -43,21 +43,6 @@ def next_event(client: ChatClient, kind: type, timeout: float = DEADLINE):
             return event
 
 
-@pytest.fixture
-def make_client():
-    clients = []
-
-    def make(port, name="ada", **options):
-        client = ChatClient("127.0.0.1", port, name, **options)
-        clients.append(client)
-        client.start()
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

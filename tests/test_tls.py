@@ -69,22 +69,6 @@ def tls_server():
         yield server
 
 
-@pytest.fixture
-def make_client():
-    """Chat clients on 127.0.0.1, started; each is closed after the test."""
-    clients = []
-
-    def make(port, name="ann", **options):
-        client = ChatClient("127.0.0.1", port, name, **options)
-        clients.append(client)
-        client.start()
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
-
-
 def welcomed(client: ChatClient, timeout: float = DEADLINE) -> Welcome:
     """The client's welcome (failing with HELLO_LOST if its hello was lost)."""
     deadline = time.monotonic() + timeout
