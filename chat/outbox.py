@@ -2,16 +2,23 @@
 
 Why one writer and not one per connection: a thread per connection costs a
 wake-up, a GIL hand-off and a small ``send`` for every delivery, and measured
-16 times slower (``docs/architecture.md``).  Here any thread may ``put`` bytes
-on an outbox; that only appends to a list.  The writer wakes once for many
-puts, joins everything pending for a connection and hands it to the kernel in
-one non-blocking ``send``.  When the same pieces are pending for many
-connections (a broadcast), they are joined once and the same bytes go to all.
+16 times slower (``docs/architecture.md``).
+
+Everything to send goes on one ordered list of *events*, kept by the writer:
+a piece of bytes for one connection (``Outbox.put``), a piece for many
+(``Writer.broadcast``), or an ending (a hang-up, an abort, a close).  Putting
+an event only appends to that list, whatever the number of connections it is
+for, so a reader thread that broadcasts to a hundred members does one append,
+not a hundred.  The writer wakes once for many events, takes them all, works
+out what each connection gets, in order, and hands each connection's bytes to
+the kernel in one non-blocking ``send``.  When a batch is the same broadcasts
+for everyone (a busy room), the pieces are joined once and the same bytes go
+to all.
 
 A connection that stops reading fills its kernel buffer; the writer then
-parks its unsent bytes and waits (with ``selectors``) for it to become
-writable, while it goes on serving everyone else.  Once more than ``limit``
-bytes wait, the connection is ended as a *slow consumer*.
+parks its unsent bytes (its *backlog*) and waits (with ``selectors``) for it
+to become writable, while it goes on serving everyone else.  Once more than
+``limit`` bytes wait, the connection is ended as a *slow consumer*.
 
 Ownership of the socket: the connection's reader thread only calls ``recv``.
 Every other socket call (send, shutdown, close) happens on the writer thread,
@@ -27,7 +34,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 log = logging.getLogger("chat.outbox")
 
@@ -36,18 +43,26 @@ DEFAULT_LIMIT = 1024 * 1024
 #: room as a whole is sending faster than it can deliver, and the readers wait
 #: (``Writer.wait_for_room``).  A minority behind slows nobody down.
 HIGH_WATER = 256 * 1024
+#: Readers also wait while this many bytes of events are not yet taken by the
+#: writer: the writer cannot keep up (it is starved of CPU), and more events
+#: would only pile up in memory.
+MAX_PENDING = 64 * 1024
 #: How long a closing or hung-up connection may take to accept its last bytes.
 LINGER = 1.0
 
 _MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+
+# The endings, as events.  An abort drops what is not yet sent.
+_HANG_UP, _CLOSE, _ABORT = "hang up", "close", "abort"
 
 
 class Outbox:
     """The bytes waiting to go to one connection.  Made by ``Writer.open``.
 
     ``put``, ``hang_up``, ``abort`` and ``close`` may be called from any thread
-    and never block.  ``end_reason`` says why the writer ended the connection
-    (``"slow consumer"``, ``"connection lost"``), or is ``None``.
+    and never block.  ``end_reason`` says why the connection was ended
+    (``"slow consumer"``, ``"connection lost"``, or what ``abort`` was
+    given), or is ``None``.
     """
 
     def __init__(self, writer: Writer, sock: socket.socket, limit: int) -> None:
@@ -58,64 +73,82 @@ class Outbox:
         self.transform: Callable[[bytes], bytes] | None = None
         self._writer = writer
         # Guarded by writer._lock:
-        self._chunks: list[bytes] = []
-        self._queued = 0  # bytes put and not yet taken by the kernel
-        self._scheduled = False  # on writer._ready
-        self._hang_up = False  # shut down once everything queued is sent
-        self._closing = False  # the reader is done: close once sent
+        self._queued = 0  # bytes put and not yet sent, as last settled
         self._ended = False  # no more puts are accepted
         self._behind = False  # counted in writer._behind
         self.end_reason: str | None = None
         # Writer thread only:
+        self._done = False  # an ending was taken: later events skip it
+        self._hang_up = False  # shut down once everything before it is sent
+        self._closing = False  # the reader is done: close once sent
+        self._aborted = False  # shut down now, unsent bytes dropped
         self._backlog = bytearray()  # unsent bytes, waiting for the socket
         self._backlog_start = 0  # how much of _backlog is already sent
         self._shut = False  # shutdown() done
         self._deadline = 0.0  # when a hang-up or close stops waiting
-        self._sent = 0  # bytes sent, not yet subtracted from _queued
+        self._change = 0  # change to _queued not yet settled
+        self._finished = False  # the socket is closed
 
     @property
     def queued(self) -> int:
-        """Bytes waiting to be sent."""
+        """Bytes waiting to be sent (as of the writer's last round)."""
         with self._writer._lock:
             return self._queued
 
     def put(self, data: bytes) -> None:
         """Queue ``data``.  Past the limit, the connection is ended instead."""
-        self._writer.deliver(((self, data),))
+        writer = self._writer
+        with writer._lock:
+            if self._ended:
+                return
+            queued = self._queued = self._queued + len(data)
+            if queued > self.limit:
+                self._end("slow consumer")
+            else:
+                if queued > HIGH_WATER and not self._behind:
+                    writer._note_level(self)
+                writer._events.append((self, data, None))
+                writer._pending += len(data)
+            wake, writer._sleeping = writer._sleeping, False
+        if wake:
+            writer._wake()
 
     def hang_up(self) -> None:
         """Send everything queued so far, then shut the connection down."""
-        self._request(hang_up=True)
+        self._request(_HANG_UP)
 
     def abort(self, reason: str) -> None:
         """Drop what is queued and shut the connection down now."""
-        self._request(reason=reason)
+        self._request(_ABORT, reason)
 
     def close(self) -> None:
         """The reader is done with the socket: send what is left, then close it."""
-        self._request(close=True)
+        self._request(_CLOSE)
 
-    def _request(self, hang_up=False, reason: str | None = None, close=False) -> None:
+    def _request(self, ending: str, reason: str | None = None) -> None:
         writer = self._writer
         with writer._lock:
-            if close:
-                self._ended = self._closing = True
+            if ending == _CLOSE:
+                self._ended = True
+                writer._note_level(self)  # an ending outbox is never "behind"
+                writer._events.append((self, None, _CLOSE))
             elif self._ended:
                 return
             elif reason:
                 self._end(reason)
             else:
-                self._ended = self._hang_up = True
-            writer._note_level(self)  # an ending outbox is never "behind"
-            wake = writer._schedule(self)
+                self._ended = True
+                writer._note_level(self)
+                writer._events.append((self, None, _HANG_UP))
+            wake, writer._sleeping = writer._sleeping, False
         if wake:
             writer._wake()
 
     def _end(self, reason: str) -> None:  # with writer._lock held
         self._ended = True
         self.end_reason = reason
-        self._chunks.clear()
         self._writer._note_level(self)
+        self._writer._events.append((self, None, _ABORT))
 
 
 class Writer:
@@ -129,17 +162,18 @@ class Writer:
     def __init__(self, name: str = "writer") -> None:
         self._lock = threading.Lock()
         # Guarded by _lock:
-        self._ready: list[Outbox] = []  # outboxes with something new
+        self._events: list[tuple] = []  # (target, data, ending), in order
+        self._pending = 0  # bytes in _events
         self._sleeping = False  # the thread waits in select(): wake it
         self._stopping = False
         self._connections = 0  # outboxes opened and not yet finished
         self._behind = 0  # outboxes holding more than HIGH_WATER
-        self._room = threading.Condition(self._lock)  # notified when _behind drops
+        self._room = threading.Condition(self._lock)  # notified when there is room
         # Writer thread only:
-        self._open: set[Outbox] = set()
+        self._open: set[Outbox] = set()  # given an event of their own
         self._waiting: set[Outbox] = set()  # registered for EVENT_WRITE
-        self._unsettled: list[Outbox] = []  # sent bytes not yet accounted
-        self._last_chunks: list[bytes] = []  # what _join joined last, and into
+        self._unsettled: list[Outbox] = []  # with a _change to settle
+        self._last_pieces: list[bytes] = []  # what _join joined last, and into
         self._last_data = b""
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -160,12 +194,13 @@ class Writer:
         return Outbox(self, sock, limit)
 
     def wait_for_room(self, timeout: float) -> bool:
-        """Block while most connections are behind (at most ``timeout`` s).
+        """Block while the room is at capacity (at most ``timeout`` s).
 
-        Called by a reader before it reads more from its client.  When more
-        than half of all connections hold over ``HIGH_WATER`` unsent bytes, the
-        room is at capacity: reading more would only fill every outbox until
-        everyone is dropped as a slow consumer.  Waiting here slows the
+        Called by a reader before it reads more from its client.  At capacity
+        means: more than half of all connections hold over ``HIGH_WATER``
+        unsent bytes (reading more would only fill every outbox until
+        everyone is dropped as a slow consumer), or the writer has not yet
+        taken ``MAX_PENDING`` bytes of events.  Waiting here slows the
         senders down instead (TCP pushes back on them).  A slow *minority*
         never causes a wait: they are dropped at their limit.  True if there
         is room now.
@@ -178,7 +213,7 @@ class Writer:
     def _has_room(self) -> bool:
         # With _lock held, exact.  Without it (wait_for_room's first glance)
         # an int read may be a moment old; the worst is one read too many.
-        return self._behind * 2 <= self._connections
+        return self._behind * 2 <= self._connections and self._pending <= MAX_PENDING
 
     def _note_level(self, outbox: Outbox) -> None:
         """Recount ``outbox`` as behind or not (``_lock`` held).
@@ -213,40 +248,21 @@ class Writer:
 
     # -- producers' side --------------------------------------------------
 
-    def deliver(self, pairs: Iterable[tuple[Outbox, bytes]]) -> None:
-        """Queue each ``data`` on its outbox, taking the lock once for all.
+    def broadcast(
+        self, outboxes: tuple[Outbox, ...], data: bytes, exclude: Outbox | None = None
+    ) -> None:
+        """Queue ``data`` for every outbox in ``outboxes`` but ``exclude``.
 
-        A broadcast hands its whole list here (``Room``), so one message to a
-        hundred members costs one lock, not a hundred.  Never blocks.
+        One append, whatever the number of outboxes: the writer thread works
+        out who gets it.  An outbox that has ended by the time the writer
+        comes to this event gets nothing.  Never blocks.
         """
-        wake = False
         with self._lock:
-            ready = self._ready
-            for outbox, data in pairs:
-                if outbox._ended:
-                    continue
-                outbox._chunks.append(data)
-                queued = outbox._queued = outbox._queued + len(data)
-                if queued > outbox.limit:
-                    outbox._end("slow consumer")
-                elif queued > HIGH_WATER and not outbox._behind:
-                    self._note_level(outbox)
-                if not outbox._scheduled:
-                    outbox._scheduled = True
-                    ready.append(outbox)
-            if ready and self._sleeping:
-                wake, self._sleeping = True, False
+            self._events.append((outboxes, data, exclude))
+            self._pending += len(data)
+            wake, self._sleeping = self._sleeping, False
         if wake:
             self._wake()
-
-    def _schedule(self, outbox: Outbox) -> bool:
-        """Put ``outbox`` on the ready list (``_lock`` held).  Wake the thread?"""
-        if outbox._scheduled:
-            return False
-        outbox._scheduled = True
-        self._ready.append(outbox)
-        wake, self._sleeping = self._sleeping, False
-        return wake
 
     def _wake(self) -> None:
         # A one-byte, non-blocking write to our own socketpair: it cannot block,
@@ -261,13 +277,9 @@ class Writer:
     def _run(self) -> None:
         give_up_at = 0.0
         while True:
-            work, stopping = self._collect()
-            for outbox, chunks, flags in work:
-                self._open.add(outbox)
-                if chunks:
-                    self._send(outbox, self._join(chunks))
-                if flags is not None:
-                    self._settle(outbox, flags)
+            events, stopping = self._collect()
+            if events:
+                self._deliver(events)
             if stopping:
                 if not self._open:
                     break
@@ -275,41 +287,87 @@ class Writer:
                 if time.monotonic() > give_up_at:
                     log.warning("closing %d connections unfinished", len(self._open))
                     break
-            self._wait(poll_only=bool(work))
+            self._wait(poll_only=bool(events))
         for outbox in list(self._open):
             self._finish(outbox)
 
-    def _collect(self):
-        """Take every ready outbox's new pieces and flags; settle the accounts."""
+    def _collect(self) -> tuple[list[tuple], bool]:
+        """Take every event; settle the byte counts of the last round."""
         with self._lock:
             for outbox in self._unsettled:
-                outbox._queued -= outbox._sent
-                outbox._sent = 0
-                if outbox._behind:
-                    self._note_level(outbox)
+                outbox._queued += outbox._change
+                outbox._change = 0
+                self._note_level(outbox)
             self._unsettled.clear()
-            ready, self._ready = self._ready, []
-            work = []
-            for outbox in ready:
-                outbox._scheduled = False
-                chunks, outbox._chunks = outbox._chunks, []
-                # Flags matter only once an outbox is ending: most never are.
-                flags = self._flags(outbox) if outbox._ended else None
-                work.append((outbox, chunks, flags))
-            return work, self._stopping
+            events, self._events = self._events, []
+            if self._pending > MAX_PENDING:
+                self._room.notify_all()
+            self._pending = 0
+            return events, self._stopping
 
-    def _flags(self, outbox: Outbox) -> tuple[bool, bool, bool]:
-        """(hang up, closing, aborted), read with ``_lock`` held."""
-        aborted = outbox.end_reason is not None and not outbox._hang_up
-        return outbox._hang_up, outbox._closing, aborted
+    def _deliver(self, events: list[tuple]) -> None:
+        """Send what ``events`` give each connection, then carry out endings."""
+        first = events[0][0]
+        if type(first) is tuple and all(
+            target is first and exclude is None for target, _, exclude in events
+        ):
+            # The busy room's case: everyone gets the same pieces.
+            data = self._join([data for _, data, _ in events])
+            for outbox in first:
+                if not outbox._done:
+                    self._send(outbox, data)
+            return
+        pieces: dict[Outbox, list[bytes]] = {}  # in the order of first event
+        endings: list[Outbox] = []
+        for target, data, exclude in events:
+            if type(target) is tuple:  # a broadcast
+                for outbox in target:
+                    if outbox is exclude or outbox._done:
+                        continue
+                    mine = pieces.get(outbox)
+                    if mine is None:
+                        pieces[outbox] = [data]
+                    else:
+                        mine.append(data)
+                continue
+            outbox = target
+            self._open.add(outbox)
+            if data is not None:  # counted in _queued when put
+                self._adjust(outbox, -len(data))
+                if not outbox._done:
+                    pieces.setdefault(outbox, []).append(data)
+            else:
+                self._take_ending(outbox, exclude)
+                endings.append(outbox)
+                if outbox._aborted:
+                    pieces.pop(outbox, None)
+        for outbox, mine in pieces.items():
+            self._send(outbox, self._join(mine))
+        for outbox in endings:
+            self._settle(outbox)
 
-    def _join(self, chunks: list[bytes]) -> bytes:
-        # A broadcast leaves the same pieces on many outboxes: join them once.
-        if len(chunks) == 1:
-            return chunks[0]
-        if chunks != self._last_chunks:
-            self._last_chunks, self._last_data = chunks, b"".join(chunks)
+    def _take_ending(self, outbox: Outbox, ending: str) -> None:
+        outbox._done = True
+        if ending == _HANG_UP:
+            outbox._hang_up = True
+        elif ending == _CLOSE:
+            outbox._closing = True
+        else:
+            outbox._aborted = True
+
+    def _join(self, pieces: list[bytes]) -> bytes:
+        # A broadcast leaves the same pieces for many outboxes: join them once.
+        if len(pieces) == 1:
+            return pieces[0]
+        if pieces != self._last_pieces:
+            self._last_pieces, self._last_data = pieces, b"".join(pieces)
         return self._last_data
+
+    def _adjust(self, outbox: Outbox, change: int) -> None:
+        """Change ``outbox``'s queued count at the next ``_collect``."""
+        if not outbox._change:
+            self._unsettled.append(outbox)
+        outbox._change += change
 
     def _send(self, outbox: Outbox, data: bytes) -> None:
         if outbox._shut:
@@ -322,7 +380,7 @@ class Writer:
                 self._lost(outbox)
                 return
         if outbox._backlog:  # already waiting for room: keep the order
-            outbox._backlog += data
+            self._park(outbox, data)
             return
         try:
             sent = outbox.sock.send(data, _MSG_DONTWAIT)
@@ -331,9 +389,17 @@ class Writer:
         except OSError:
             self._lost(outbox)
             return
-        self._count_sent(outbox, sent)
         if sent < len(data):  # the socket is full: park the rest, wait for room
-            outbox._backlog += memoryview(data)[sent:]
+            self._park(outbox, memoryview(data)[sent:])
+
+    def _park(self, outbox: Outbox, data) -> None:
+        """Keep unsent bytes until the socket has room; past the limit, end it."""
+        outbox._backlog += data
+        self._adjust(outbox, len(data))
+        if len(outbox._backlog) - outbox._backlog_start > outbox.limit:
+            self._lost(outbox, "slow consumer")
+            return
+        if outbox not in self._waiting:
             self._waiting.add(outbox)
             self._selector.register(outbox.sock, selectors.EVENT_WRITE, outbox)
 
@@ -349,7 +415,7 @@ class Writer:
         except OSError:
             self._lost(outbox)
             return
-        self._count_sent(outbox, sent)
+        self._adjust(outbox, -sent)
         start += sent
         if start == len(backlog):
             backlog.clear()
@@ -360,27 +426,23 @@ class Writer:
             start = 0
         outbox._backlog_start = start
 
-    def _count_sent(self, outbox: Outbox, sent: int) -> None:
-        if sent:
-            if not outbox._sent:
-                self._unsettled.append(outbox)
-            outbox._sent += sent
-
-    def _settle(self, outbox: Outbox, flags: tuple[bool, bool, bool]) -> None:
+    def _settle(self, outbox: Outbox) -> None:
         """Carry out a hang-up, an abort or a close, once its time has come."""
-        hang_up, closing, aborted = flags
         now = time.monotonic()
-        if (hang_up or closing) and not outbox._deadline:
+        if (outbox._hang_up or outbox._closing) and not outbox._deadline:
             outbox._deadline = now + LINGER
         drained = not outbox._backlog
         late = outbox._deadline and now > outbox._deadline
-        if not outbox._shut and (aborted or late or (hang_up and drained)):
+        if not outbox._shut and (
+            outbox._aborted or late or (outbox._hang_up and drained)
+        ):
             self._shutdown(outbox)
-        if closing and (drained or outbox._shut):
+        if outbox._closing and (drained or outbox._shut):
             self._finish(outbox)
 
     def _shutdown(self, outbox: Outbox) -> None:
         outbox._shut = True
+        self._adjust(outbox, -(len(outbox._backlog) - outbox._backlog_start))
         outbox._backlog.clear()
         outbox._backlog_start = 0
         self._stop_waiting(outbox)
@@ -389,16 +451,20 @@ class Writer:
         except OSError:
             pass  # the peer is already gone
 
-    def _lost(self, outbox: Outbox) -> None:
+    def _lost(self, outbox: Outbox, reason: str = "connection lost") -> None:
         with self._lock:
             if outbox.end_reason is None:
-                outbox.end_reason = "connection lost"
+                outbox.end_reason = reason
             outbox._ended = True
-            outbox._chunks.clear()
             self._note_level(outbox)
+        outbox._done = True
+        self._open.add(outbox)
         self._shutdown(outbox)
 
     def _finish(self, outbox: Outbox) -> None:
+        if outbox._finished:  # closed twice: count it once
+            return
+        outbox._finished = True
         with self._lock:
             self._connections -= 1
             outbox._ended = True
@@ -419,7 +485,7 @@ class Writer:
         timeout = 0.0 if poll_only else self._next_timeout()
         if timeout:
             with self._lock:
-                if self._ready or self._stopping:
+                if self._events or self._stopping:
                     timeout = 0.0
                 else:
                     self._sleeping = True
@@ -433,15 +499,10 @@ class Writer:
                 self._drain_wake()
             else:
                 self._send_backlog(key.data)
-                self._settle_locked(key.data)
+                self._settle(key.data)
         now = time.monotonic()
         for outbox in [o for o in self._waiting if o._deadline and now > o._deadline]:
-            self._settle_locked(outbox)
-
-    def _settle_locked(self, outbox: Outbox) -> None:
-        with self._lock:
-            flags = self._flags(outbox)
-        self._settle(outbox, flags)
+            self._settle(outbox)
 
     def _drain_wake(self) -> None:
         try:

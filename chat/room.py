@@ -58,15 +58,18 @@ class Outbox(Protocol):
 
 
 Render = Callable[[ServerMessage], bytes]
-#: Puts each (outbox, bytes) pair; must not block.  ``Writer.deliver`` does
-#: it under one lock for a whole broadcast.
-Deliver = Callable[[list[tuple[Outbox, bytes]]], None]
+#: Gives the bytes to every outbox in the tuple but the one excluded; must not
+#: block.  ``Writer.broadcast`` does it in one step, whatever the number.
+Deliver = Callable[[tuple[Outbox, ...], bytes, "Outbox | None"], None]
 
 
-def put_each(pairs: list[tuple[Outbox, bytes]]) -> None:
+def put_each(
+    outboxes: tuple[Outbox, ...], data: bytes, exclude: Outbox | None = None
+) -> None:
     """The plain way to deliver: one ``put`` per outbox."""
-    for outbox, data in pairs:
-        outbox.put(data)
+    for outbox in outboxes:
+        if outbox is not exclude:
+            outbox.put(data)
 
 
 class Member:
@@ -115,6 +118,9 @@ class Room:
         self._lock = threading.Lock()
         # Everything below is guarded by _lock.
         self._members: dict[str, Member] = {}  # name_key -> member, in join order
+        # The members' outboxes by wire format, made again after any change
+        # to _members: a broadcast then hands one tuple to the writer.
+        self._outboxes: dict[Render, tuple[Outbox, ...]] | None = None
         self._history = history or History(history_size)
         self._fanned = 0  # events sent to (nearly) everyone so far, for /stats
         self._muted: set[str] = set()  # name keys the operator silenced
@@ -147,6 +153,7 @@ class Room:
             member.name = name
             member.fanned_at_join = self._fanned
             self._members[key] = member
+            self._outboxes = None
             if room != self._history.token:
                 since = None
             member.outbox.put(self._welcome(member, name, since))
@@ -160,6 +167,7 @@ class Room:
             if name is None or self._members.get(name_key(name)) is not member:
                 return
             del self._members[name_key(name)]
+            self._outboxes = None
             self._fan_out((Left(name, reason),))
         log.info("* %s left (%s)", name, escape_text(reason))
 
@@ -182,6 +190,7 @@ class Room:
                 (new_key if key == old_key else key): m
                 for key, m in self._members.items()
             }
+            self._outboxes = None
             if old_key in self._muted:  # a new name is no way out of a mute
                 self._muted.discard(old_key)
                 self._muted.add(new_key)
@@ -195,6 +204,7 @@ class Room:
             member = self._members.pop(name_key(name), None)
             if member is None:
                 return False
+            self._outboxes = None
             assert member.name is not None
             self._fan_out((Left(member.name, f"kicked: {reason}"),), extra=member)
             member.outbox.hang_up()
@@ -206,6 +216,7 @@ class Room:
         with self._lock:
             self._fan_out((Notice(text),))
             members, self._members = list(self._members.values()), {}
+            self._outboxes = None
             for member in members:
                 member.outbox.hang_up()
 
@@ -425,24 +436,27 @@ class Room:
         exclude: Member | None = None,
         extra: Member | None = None,
     ) -> None:
-        """Put ``messages`` on every member's outbox (and ``extra``'s).
+        """Give ``messages`` to every member (but ``exclude``), and to ``extra``.
 
         Encoded once per wire format; everyone of one format gets the very
-        same bytes object.
+        same bytes object, in one call to ``deliver`` for all of them.
         """
         self._fanned += len(messages)
-        encoded: dict[Render, bytes] = {}
-        recipients: Iterable[Member] = self._members.values()
-        if extra is not None:
-            recipients = [*recipients, extra]
-        pairs = []
-        for member in recipients:
-            if member is exclude:
+        groups = self._outboxes
+        if groups is None:
+            grouped: dict[Render, list[Outbox]] = {}
+            for member in self._members.values():
+                grouped.setdefault(member.render, []).append(member.outbox)
+            groups = {render: tuple(each) for render, each in grouped.items()}
+            self._outboxes = groups
+        skip = exclude.outbox if exclude is not None else None
+        for render, outboxes in groups.items():
+            if outboxes == (skip,):
                 continue
-            data = encoded.get(member.render)
-            if data is None:
-                data = b"".join(member.render(m) for m in messages)
-                encoded[member.render] = data
+            data = b"".join(render(m) for m in messages)
             if data:
-                pairs.append((member.outbox, data))
-        self._deliver(pairs)
+                self._deliver(outboxes, data, skip)
+        if extra is not None:
+            data = b"".join(extra.render(m) for m in messages)
+            if data:
+                extra.outbox.put(data)

@@ -141,7 +141,7 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.room = Room(
             self.config.history,
             self.config.max_outbox_bytes // 2,
-            deliver=self.writer.deliver,
+            deliver=self.writer.broadcast,
             history=history,
         )
         self.policy = Policy(

@@ -229,3 +229,89 @@ def test_an_ending_outbox_never_holds_the_room_up(writer):
     assert writer.wait_for_room(DEADLINE)
     for pair in pairs:
         pair.close()
+
+
+# -- broadcasts: one event for many outboxes ---------------------------------
+
+
+def test_a_broadcast_reaches_all_but_the_excluded_in_order_with_direct_puts(writer):
+    pairs = [Pair(writer) for _ in range(4)]
+    everyone = tuple(pair.outbox for pair in pairs)
+    quiet = pairs[3].outbox
+    expected = [b""] * 4
+    for i in range(300):  # broadcasts and one-connection puts, interleaved
+        line = f"all {i}\n".encode()
+        writer.broadcast(everyone, line, exclude=quiet)
+        for n in range(3):
+            expected[n] += line
+        if i % 7 == 0:
+            direct = f"only for 0: {i}\n".encode()
+            pairs[0].outbox.put(direct)
+            expected[0] += direct
+    pairs[3].outbox.put(b"the end\n")
+    expected[3] += b"the end\n"
+    for pair, want in zip(pairs, expected, strict=True):
+        assert pair.read(len(want)) == want
+        pair.close()
+
+
+def test_a_broadcast_before_a_hang_up_is_sent_and_one_after_it_is_not(writer):
+    pair = Pair(writer)
+    other = Pair(writer)
+    both = (pair.outbox, other.outbox)
+    writer.broadcast(both, b"the server is shutting down\n")
+    pair.outbox.hang_up()
+    writer.broadcast(both, b"too late for the first\n")
+    assert pair.read_to_end() == b"the server is shutting down\n"
+    want = b"the server is shutting down\ntoo late for the first\n"
+    assert other.read(len(want)) == want
+    pair.close()
+    other.close()
+
+
+def test_an_abort_drops_broadcasts_not_yet_sent(writer):
+    pair = Pair(writer)
+    pair.shrink_buffers()
+    for _ in range(200):
+        writer.broadcast((pair.outbox,), b"z" * 1000)
+    pair.outbox.abort("kicked")
+    assert len(pair.read_to_end()) < 200 * 1000
+    assert pair.outbox.end_reason == "kicked"
+    pair.close()
+
+
+def test_a_stalled_reader_of_broadcasts_is_dropped_and_nobody_waits(writer):
+    stalled = Pair(writer, limit=64 * 1024)
+    stalled.shrink_buffers()
+    healthy = Pair(writer)
+    both = (stalled.outbox, healthy.outbox)
+    piece = b"b" * 999 + b"\n"
+    sent = 0
+    deadline = time.monotonic() + DEADLINE
+    while stalled.outbox.end_reason is None and time.monotonic() < deadline:
+        if sent < 2000:  # bounded: ~2 MB, twice the healthy one's share of it
+            writer.broadcast(both, piece)
+            sent += 1
+        healthy.read(sent * len(piece))  # the healthy one keeps reading
+    assert stalled.outbox.end_reason == "slow consumer"
+    assert sent < 2000  # noticed near the limit, not at the end of the loop
+    assert healthy.read(sent * len(piece)) == piece * sent
+    stalled.close()
+    healthy.close()
+
+
+def test_readers_wait_while_the_writer_has_not_taken_its_events():
+    writer = Writer()  # not started: nothing is taken
+    pair = Pair(writer)
+    writer.broadcast((pair.outbox,), b"p" * (outbox_module.MAX_PENDING + 1))
+    assert not writer.wait_for_room(0.1)
+    waiting = []
+    reader = threading.Thread(
+        target=lambda: waiting.append(writer.wait_for_room(DEADLINE)), name="a reader"
+    )
+    reader.start()
+    writer.start()  # takes the events: the reader may go on
+    reader.join(DEADLINE)
+    assert waiting == [True]
+    pair.close()
+    writer.stop()

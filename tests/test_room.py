@@ -583,3 +583,31 @@ def test_renaming_to_the_same_name_is_answered():
     (alice,) = joined(room, "alice")
     room.rename(alice, "alice")
     assert received(alice) == [Notice("You are already alice.")]
+
+
+def test_a_broadcast_is_one_deliver_call_per_wire_format_whoever_is_in():
+    calls = []
+
+    def deliver(outboxes, data, exclude):
+        calls.append((outboxes, data, exclude))
+        for outbox in outboxes:
+            if outbox is not exclude:
+                outbox.put(data)
+
+    room = Room(deliver=deliver)
+    jsons = joined(room, *(f"j{i}" for i in range(30)))
+    plains = joined(room, *(f"p{i}" for i in range(20)), make=plain_member)
+    calls.clear()
+    room.say(plains[0], [Say("hello")])
+    assert len(calls) == 2  # one for the JSON members, one for the plain ones
+    by_size = sorted(calls, key=lambda call: len(call[0]))
+    assert [len(call[0]) for call in by_size] == [20, 30]
+    assert by_size[0][2] is plains[0].outbox  # a plain sender is left out
+    # Who is in changes: the next broadcast follows (a leaver, a newcomer).
+    room.leave(jsons[0], "bye")
+    [late] = joined(room, "late")
+    calls.clear()
+    room.say(late, [Say("again")])
+    outboxes = {o for call in calls for o in call[0]}
+    assert late.outbox in outboxes and jsons[0].outbox not in outboxes
+    assert received(late)[-1].text == "again"
