@@ -1,15 +1,16 @@
 """The room: who is here, what was said, and who gets which bytes.
 
 No sockets here.  Each member has an *outbox* (anything with ``put(bytes)``);
-the room encodes every message once per wire format and puts the same bytes
-object on the outbox of every member who should get it.  Sending is someone
-else's job (``chat.outbox``), so a member who stops reading can never slow the
-room down.
+the room encodes every message once per wire format and hands the same bytes
+object, with the outboxes of everyone of that format, to ``deliver``
+(``Writer.broadcast`` in the server: one append, however many members).
+Sending is someone else's job (``chat.outbox``), so a member who stops
+reading can never slow the room down.
 
 One lock, ``Room._lock``, guards the members, the names and the history.  All
-outbox puts happen under it, which is what gives every member the same order
-of events; ``put`` only appends to a list, it never blocks.  Logging happens
-after the lock is released.
+puts and broadcasts happen under it, which is what gives every member the
+same order of events; neither blocks.  Logging happens after the lock is
+released.
 """
 
 from __future__ import annotations
