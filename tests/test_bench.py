@@ -9,25 +9,31 @@ never checked: speed is for the benchmark commands, not for tests.
 
 from __future__ import annotations
 
+import re
 import select
 import selectors
 import socket
+import sys
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
 
-from chat.bench import floor
+from chat.bench import floor, load
 from chat.bench.load import (
     MAX_PARTIAL,
     Client,
     Config,
     Report,
     Worker,
+    bucket_floor,
+    report_line,
     run,
+    stamp_arrivals,
     token_text,
 )
-from tests.helpers import running_server
+from tests.helpers import running_server, wait_for
 
 SMALL = dict(clients=6, senders=3, messages=40, procs=1, timeout=30, idle=0.5)
 
@@ -58,11 +64,59 @@ def test_against_our_server_nothing_is_missing(mode, procs):
         assert report.self_echoes == cfg.messages * cfg.senders
 
 
+def test_without_epoll_the_selectors_loop_counts_the_same(monkeypatch):
+    """As where there is no epoll (the workers are forked: they see it)."""
+    monkeypatch.setattr(load, "EPOLL", False)
+    with running_server() as server:
+        cfg = Config(port=server.port, **SMALL)
+        report = run(cfg)
+    check_clean(report, cfg)
+    assert report.self_echoes == cfg.messages * cfg.senders
+
+
 def test_at_a_fixed_rate_every_message_is_timed():
     with running_server() as server:
         cfg = Config(port=server.port, **{**SMALL, "rate": 400})
         report = run(cfg)
     check_clean(report, cfg)
+
+
+@pytest.mark.parametrize("rate", [400, 0])
+def test_arrival_latency_is_never_above_read_latency(rate):
+    """A line arrives before it is read: each of its latencies at arrival
+    is at most the one when read, so every percentile is too."""
+    with running_server() as server:
+        cfg = Config(port=server.port, **{**SMALL, "rate": rate, "procs": 2})
+        report = run(cfg)
+    check_clean(report, cfg)
+    if not sys.platform.startswith("linux"):
+        return  # stamps or not: nothing more to check here
+    if not rate:  # flat out, the generator saves itself the stamps
+        assert report.arrival_p50_ms is None and report.arrival_max_ms is None
+        return
+    at_arrival = (
+        report.arrival_p50_ms,
+        report.arrival_p90_ms,
+        report.arrival_p99_ms,
+        report.arrival_max_ms,
+    )
+    assert None not in at_arrival, "Linux stamps every segment"
+    when_read = (report.p50_ms, report.p90_ms, report.p99_ms, report.max_ms)
+    for arrival, read in zip(at_arrival, when_read, strict=True):
+        assert 0 < arrival <= read  # 0: the stamps were misread
+    assert f"at arrival p50 {report.arrival_p50_ms} " in report_line(report)
+
+
+def test_without_stamps_there_is_no_arrival_latency(monkeypatch):
+    """As on a platform that cannot stamp (the workers are forked: they see
+    the change)."""
+    monkeypatch.setattr(load, "SO_TIMESTAMPNS", None)
+    with running_server() as server:
+        cfg = Config(port=server.port, **SMALL)
+        report = run(cfg)
+    check_clean(report, cfg)
+    assert report.arrival_p50_ms is None and report.arrival_max_ms is None
+    assert "at arrival" not in report_line(report)
 
 
 # -- a relay that misbehaves on purpose --------------------------------------
@@ -153,6 +207,11 @@ def test_an_honest_relay_is_clean():
     check_clean(report, cfg)
 
 
+def to_no_sender(line: bytes) -> list[bytes]:
+    """The token's sender changed to 99, which no client of the run is."""
+    return [re.sub(rb"(XB\d+\.)\d+", rb"\g<1>99", line)]
+
+
 @pytest.mark.parametrize(
     "change, lost, duplicated, malformed, late",
     [
@@ -160,6 +219,7 @@ def test_an_honest_relay_is_clean():
         pytest.param(lambda line: [line, line], 0, 1, 0, 0, id="doubled"),
         pytest.param(lambda line: [line[:12]], 1, 0, 1, 0, id="cut short"),
         pytest.param(lambda line: [b"<user3> " + line], 0, 0, 0, 0, id="prefixed"),
+        pytest.param(to_no_sender, 1, 0, 1, 0, id="no such sender"),
     ],
 )
 def test_each_fault_is_counted_once(change, lost, duplicated, malformed, late):
@@ -246,6 +306,122 @@ def test_a_line_that_never_ends_is_dropped_not_kept_forever():
     assert worker.counts["delivered"] == 1  # the next line counts as always
 
 
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """Two ends of one TCP connection on 127.0.0.1 (only TCP gets stamps)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        ours = socket.create_connection(listener.getsockname(), timeout=5)
+        theirs, _ = listener.accept()
+    return ours, theirs
+
+
+def wait_until(deadline_ns: int) -> None:
+    """A deliberate delay, up to a ``time.monotonic_ns`` deadline."""
+    while time.monotonic_ns() < deadline_ns:
+        time.sleep(0.001)
+
+
+def one_latency(histogram: list[int]) -> float:
+    """The only latency (ms) in a histogram."""
+    (index,) = [i for i, count in enumerate(histogram) if count]
+    assert histogram[index] == 1
+    return bucket_floor(index) / 1000
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux stamps")
+def test_a_line_read_late_is_timed_at_its_arrival_too():
+    """A line waits 50 ms in the socket before it is read (as behind a busy
+    generator): read, it is 50 ms late; at its arrival, it was not."""
+    cfg = Config(senders=1, run_id=7, rate=1000)
+    worker = Worker(cfg, 0, shared={})
+    ours, theirs = tcp_pair()
+    with ours, theirs:
+        assert stamp_arrivals(ours)
+        client = Client(1, ours, sender=False, stalled=False)
+        client.highest, client.gaps = [-1], [None]
+        line = token_text(7, 0, 0, 40) + b"\n"
+        stamped = int(line.split(b".")[3].rstrip(b"#"))
+        wait_until(stamped + 10_000_000)  # 10 ms on the way to the server...
+        theirs.sendall(line)
+        sent = time.monotonic_ns()
+        wait_until(sent + 50_000_000)  # ...then 50 ms unread
+        wait_for(lambda: worker_reads_more(ours), what="the line")
+        worker.receive(client)
+    assert worker.counts["delivered"] == 1
+    assert worker.stamped
+    # (A bucket's floor is up to 0.1 % below the latency in it.)
+    assert one_latency(worker.histogram) >= 59.9
+    # At least the 10 ms before it was sent (a clock offset gone wrong would
+    # show as 0 or as hours), far below the 60 ms of the read
+    assert 9.9 <= one_latency(worker.arrivals) < 50
+
+
+@pytest.mark.parametrize("platform", ["socket not stamped", "no stamps at all"])
+def test_without_a_stamp_arrival_is_when_read(platform):
+    cfg = Config(senders=1, run_id=7, rate=1000)
+    worker = Worker(cfg, 0, shared={})
+    if platform == "no stamps at all":
+        worker.stamps = False  # recv_into, as where the kernel cannot stamp
+    ours, theirs = tcp_pair()
+    with ours, theirs:
+        client = Client(1, ours, sender=False, stalled=False)
+        client.highest, client.gaps = [-1], [None]
+        line = token_text(7, 0, 0, 40) + b"\n"
+        theirs.sendall(line)
+        wait_until(time.monotonic_ns() + 20_000_000)  # late enough to tell apart
+        wait_for(lambda: worker_reads_more(ours), what="the line")
+        worker.receive(client)
+    assert worker.counts["delivered"] == 1
+    assert not worker.stamped
+    assert one_latency(worker.histogram) >= 19.9
+    assert worker.arrivals == worker.histogram
+    assert worker.oldest_arrival == worker.oldest
+
+
+@pytest.mark.parametrize("epoll", [True, False] if load.EPOLL else [False])
+def test_what_the_kernel_cannot_take_yet_is_sent_when_it_can(monkeypatch, epoll):
+    """A sender's bytes wait in its outbox while the socket is full; the
+    event loop writes them out as the other end reads."""
+    monkeypatch.setattr(load, "EPOLL", epoll)
+    worker = Worker(Config(senders=1, run_id=7), 0, shared={})
+    ours, theirs = tcp_pair()
+    with ours, theirs:
+        ours.setblocking(False)
+        client = Client(0, ours, sender=True, stalled=False)
+        worker.watch(client, load.READ)  # as connected
+        data = bytes(range(256)) * (16 << 10)  # 4 MiB: more than loopback takes
+        client.outbox += data
+        worker.flush(client)
+        assert client.outbox, "the kernel took it all: send more"
+        assert client.events == load.READ | load.WRITE
+        received = bytearray()
+        deadline = time.monotonic() + 10
+        while len(received) < len(data) and time.monotonic() < deadline:
+            if select.select([theirs], [], [], 0.01)[0]:
+                received += theirs.recv(1 << 20)
+            worker.pump(0)
+        assert received == data
+        assert client.events == load.READ  # nothing left to write
+    (worker.epoll or worker.selector).close()
+
+
 def worker_reads_more(sock: socket.socket) -> bool:
     """Is there something to read right now?"""
     return bool(select.select([sock], [], [], 0)[0])
+
+
+def test_shape_2_is_judged_when_read_and_shows_the_arrival_too():
+    """The target stays on the stricter figure (when the generator read the
+    line); the figure at arrival is shown beside it, for both servers."""
+    from chat.bench.compare import verdicts
+
+    def row(p99, arrival):
+        return {"p99_ms": p99, "arrival_p99_ms": arrival}
+
+    slow_read = {2: {"ours/json": row(3.1, 1.5), "ncat/ncat": row(18.0, 17.0)}}
+    [(what, met, note)] = verdicts(slow_read)
+    assert what.startswith("shape 2") and not met
+    assert "p99 3.10 ms vs ncat 18.00 ms" in note
+    assert "at arrival: ours 1.50 ms, ncat 17.00 ms" in note
+    quick = {2: {"ours/json": row(1.9, 1.5), "ncat/ncat": row(18.0, 17.0)}}
+    [(_, met, _)] = verdicts(quick)
+    assert met

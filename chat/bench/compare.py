@@ -252,6 +252,7 @@ def median_of(results: list[Measured], server: str, mode: str) -> dict | None:
         "malformed": med(m.report.malformed for m in chosen),
         "p50_ms": med(m.report.p50_ms for m in chosen),
         "p99_ms": med(m.report.p99_ms for m in chosen),
+        "arrival_p99_ms": med(m.report.arrival_p99_ms for m in chosen),
         "max_ms": med(m.report.max_ms for m in chosen),
         "stalled_dropped": med(m.report.stalled_dropped for m in chosen),
         "server_cpu_s": med(m.server_cpu_s for m in chosen),
@@ -282,9 +283,13 @@ def verdicts(summary: dict) -> list[tuple[str, bool, str]]:
         ok = ours2["p99_ms"] is not None and ours2["p99_ms"] <= 2.0
         if ncat2 and ncat2["p99_ms"] is not None:
             ok = ok and ours2["p99_ms"] <= ncat2["p99_ms"]
-        note = f"p99 {ours2['p99_ms']} ms" + (
-            f" vs ncat {ncat2['p99_ms']} ms" if ncat2 else ""
+        note = f"p99 {_num(ours2['p99_ms'], 0)} ms" + (
+            f" vs ncat {_num(ncat2['p99_ms'], 0)} ms" if ncat2 else ""
         )
+        if ours2["arrival_p99_ms"] is not None:  # the server's part alone
+            note += f" (at arrival: ours {_num(ours2['arrival_p99_ms'], 0)} ms" + (
+                f", ncat {_num(ncat2['arrival_p99_ms'], 0)} ms)" if ncat2 else ")"
+            )
         out.append(("shape 2: p99 <= 2 ms and <= ncat", ok, note))
     ours3 = s3.get("ours/json")
     if ours3:
@@ -304,8 +309,8 @@ def verdicts(summary: dict) -> list[tuple[str, bool, str]]:
 def print_table(summary: dict, shapes: list[Shape]) -> None:
     print(
         f"{'shape':<44} {'server':<11} {'deliveries/s':>13} {'lost':>6} "
-        f"{'bad':>5} {'p50 ms':>8} {'p99 ms':>8} {'cpu s':>6} {'ns/dlv':>7} "
-        f"{'RSS MB':>7}"
+        f"{'bad':>5} {'p50 ms':>8} {'p99 ms':>8} {'arr. p99':>8} {'cpu s':>6} "
+        f"{'ns/dlv':>7} {'RSS MB':>7}"
     )
     for shape in shapes:
         for key, row in summary.get(shape.number, {}).items():
@@ -313,7 +318,8 @@ def print_table(summary: dict, shapes: list[Shape]) -> None:
                 f"{shape.number}. {shape.title:<41} {key:<11} "
                 f"{row['deliveries_per_s'] or 0:>13,.0f} {row['lost']:>6.0f} "
                 f"{row['malformed']:>5.0f} {_num(row['p50_ms'], 8)} "
-                f"{_num(row['p99_ms'], 8)} {row['server_cpu_s']:>6.2f} "
+                f"{_num(row['p99_ms'], 8)} {_num(row['arrival_p99_ms'], 8)} "
+                f"{row['server_cpu_s']:>6.2f} "
                 f"{_num(row['ns_per_delivery'], 7, 0)} {row['rss_peak_mb']:>7.1f}"
             )
 

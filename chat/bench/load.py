@@ -16,11 +16,21 @@ tokens from an earlier run (replayed in a welcome's history) out of the
 count.  Latency is one way, send to receive, on ``time.monotonic_ns``, which
 is the same clock in every process of one machine.
 
+Latency is measured twice.  *When read* is when the generator got round to
+reading the line: on a small machine the generator's own waits for a core
+count in it.  *At arrival* is when the kernel took the line in (Linux stamps
+every segment with ``SO_TIMESTAMPNS``): the server's part alone, or nearly.
+For TCP that stamp is the arrival of the *last* segment of a read, so for the
+earlier lines of a read it over-states their latency: it errs high, never
+low.  A read that comes without a stamp counts as arriving when read; where
+no read has one (not Linux), the arrival figures are None.
+
 Before anyone sends, a roll call proves every client is really in the room:
 client 0 says ``RC<run>`` until every other client has seen it.  Clients are
-spread over ``--procs`` worker processes (one event loop each, ``selectors``),
-so the generator is not its own bottleneck: ``python -m chat.bench ceiling``
-shows how far it goes against a server that does no work.
+spread over ``--procs`` worker processes (one event loop each: ``epoll`` on
+Linux, else ``selectors``), so the generator is not its own bottleneck:
+``python -m chat.bench ceiling`` shows how far it goes against a server that
+does no work.
 """
 
 from __future__ import annotations
@@ -31,13 +41,18 @@ import multiprocessing as mp
 import os
 import re
 import resource
+import select
 import selectors
 import socket
+import struct
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
 
 ROLL_MARK = b"RC"
+NEWLINE = ord("\n")
+READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+EPOLL = hasattr(select, "epoll")  # Linux: the event loop uses it itself
 #: Each read goes into one buffer kept for the whole run (``recv_into``): a
 #: plain ``recv(256 KiB)`` makes CPython allocate, and glibc ``mmap``, a fresh
 #: 256 KiB for every read, ten times the cost of the read itself when reads
@@ -52,6 +67,17 @@ ROLL_EVERY = 0.2
 MAX_PARTIAL = 1 << 20
 #: A flat-out sender refills its buffer below this many unsent bytes.
 SEND_LOW_WATER = 64 * 1024
+#: Linux only: the kernel stamps each received segment with the real-time
+#: clock, and ``recvmsg`` hands over the stamp of the last segment it read.
+#: Python's socket module lacks the constant; 35 is its number
+#: (SO_TIMESTAMPNS_OLD) on x86 and arm.  Elsewhere: no stamps.
+SO_TIMESTAMPNS = (
+    getattr(socket, "SO_TIMESTAMPNS", 35) if sys.platform.startswith("linux") else None
+)
+#: The stamp: a C ``struct timespec`` (two longs: 16 bytes on 64 bits).
+TIMESPEC = struct.Struct("@ll")
+STAMP_SPACE = socket.CMSG_SPACE(TIMESPEC.size) if SO_TIMESTAMPNS else 0
+SOL_SOCKET = socket.SOL_SOCKET
 
 
 @dataclass
@@ -93,6 +119,11 @@ class Report:
     p90_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
+    # The same, at the kernel's arrival stamp (None without stamps: see above)
+    arrival_p50_ms: float | None = None
+    arrival_p90_ms: float | None = None
+    arrival_p99_ms: float | None = None
+    arrival_max_ms: float | None = None
     generator_cpu_pct: float = 0.0
     error: str = ""
 
@@ -101,6 +132,14 @@ class Report:
 # A bucket's index: the microseconds themselves below 1024; above, the top 10
 # bits and how far they were shifted (so the error stays under 0.1 %).
 HISTOGRAM_SIZE = 40 << 10  # up to 2**49 us: far beyond any timeout
+
+
+def bucket(us: int) -> int:
+    """The bucket of a latency of ``us`` microseconds (the hot loop inlines it)."""
+    if us >= 1024:
+        shift = us.bit_length() - 10
+        return (shift << 10) | (us >> shift)
+    return max(us, 0)
 
 
 def bucket_floor(index: int) -> int:
@@ -144,6 +183,42 @@ def token_text(run: int, sender: int, seq: int, size: int) -> bytes:
     return text + b"." * (size - len(text)) if len(text) < size else text
 
 
+# -- arrival stamps ------------------------------------------------------------
+
+
+def stamp_arrivals(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp what ``sock`` receives; False where it cannot."""
+    if SO_TIMESTAMPNS is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def realtime_offset(tries: int = 5) -> int:
+    """``time.time_ns() - time.monotonic_ns()``: turns the kernel's stamps
+    (real time) into the monotonic time the tokens carry.
+
+    The two clocks run at the same rate (NTP slews both alike): they differ
+    by more than this offset only once the real-time clock is *stepped* (set
+    by hand, or an NTP step), which would shift that run's arrival latencies
+    by the step.  The real time is read between two monotonic readings, the
+    narrowest bracket of a few wins (a preemption can widen one), and the
+    bracket's end is taken as the moment: arrivals may come out late by up
+    to the bracket (a fraction of a microsecond), never early.
+    """
+    best_width, best = None, 0
+    for _ in range(tries):
+        before = time.monotonic_ns()
+        real = time.time_ns()
+        after = time.monotonic_ns()
+        if best_width is None or after - before < best_width:
+            best_width, best = after - before, real - after
+    return best
+
+
 # -- one worker process -------------------------------------------------------
 
 
@@ -151,6 +226,7 @@ class Client:
     __slots__ = (
         "closed",
         "due",
+        "events",
         "gaps",
         "highest",
         "inbox",
@@ -174,6 +250,7 @@ class Client:
         self.due = 0.0
         self.stalled = stalled
         self.closed = ""
+        self.events = 0  # what the event loop waits for: READ, WRITE, both
         self.highest: list[int] = []  # by sender: the highest seq seen
         self.gaps: list[set[int] | None] = []  # by sender: seqs skipped so far
 
@@ -185,22 +262,44 @@ class Worker:
         self.cfg = cfg
         self.number = number
         self.shared = shared
-        self.selector = selectors.DefaultSelector()
+        # The event loop: epoll itself where there is one (Linux).  selectors
+        # makes a key and a tuple for every socket that is ready, which costs
+        # about 0.3 us a read more, measured here: a few % of what the
+        # generator spends on a read.
+        self.epoll = select.epoll() if EPOLL else None
+        self.selector = selectors.DefaultSelector() if self.epoll is None else None
+        self.by_fd: dict[int, Client] = {}  # for epoll, which knows only fds
         self.buffer = bytearray(RECV_BYTES)
+        self.buffers = [self.buffer]  # recvmsg_into's argument, built once
         self.view = memoryview(self.buffer)
         self.clients: list[Client] = []
+        # Latencies (us) when read, and at arrival: each in its histogram,
+        # and the largest (ns) apart (see count_tokens).
         self.histogram = [0] * HISTOGRAM_SIZE
-        self.oldest = 0  # bucket of the largest latency seen
+        self.arrivals = [0] * HISTOGRAM_SIZE
+        self.oldest = self.oldest_arrival = 0
+        # Reads with an arrival stamp use recvmsg_into: with the stamp, and
+        # the objects Python makes for it, some 1.3 us dearer a read than
+        # recv_into here.  Only where the kernel can stamp, and only at a
+        # fixed rate: flat out, latencies are queueing anyway, and there the
+        # generator's every microsecond is taken from the server it measures.
+        self.stamps = SO_TIMESTAMPNS is not None and cfg.rate > 0
+        self.stamped = False  # has any read carried a stamp?
+        self.clock_offset = realtime_offset()
         self.counts = dict.fromkeys(
             ("sent", "delivered", "duplicated", "out_of_order", "malformed", "self"), 0
         )
         self.first_send = 0
         self.last_delivery = 0
         self.run_bytes = b"%d." % cfg.run_id
+        self.roll = ROLL_MARK + self.run_bytes
         # This run's tokens only: an earlier run's (from a history) are not
         # counted at all, neither as deliveries nor as malformed.
         self.mark = b"XB" + self.run_bytes
         self.token = re.compile(re.escape(self.mark) + rb"(\d+)\.(\d+)\.(\d+)#")
+        # A token's sender, looked up as it is read: a third of int()'s cost.
+        # A number that is no sender's is a mangled token.
+        self.sender_of = {b"%d" % index: index for index in range(cfg.senders)}
         # Flat out, every 8th message of each sender is timed (millions come:
         # the percentiles do not move); at a fixed rate, every one.
         self.sample = 1 if cfg.rate else 8
@@ -220,12 +319,15 @@ class Worker:
         finally:
             for client in self.clients:
                 client.sock.close()
-            self.selector.close()
+            (self.epoll or self.selector).close()
         cpu = resource.getrusage(resource.RUSAGE_SELF)
         return {
             **self.counts,
             "histogram": self.histogram,
-            "oldest": self.oldest,
+            "oldest": bucket(self.oldest // 1000),
+            "arrivals": self.arrivals,
+            "oldest_arrival": bucket(self.oldest_arrival // 1000),
+            "stamped": self.stamped,
             "first_send": self.first_send,
             "last_delivery": self.last_delivery,
             "not_joined": sum(1 for c in self.clients if not c.seen_roll),
@@ -247,13 +349,15 @@ class Worker:
             sock.settimeout(10)
             sock.connect((cfg.host, cfg.port))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.stamps:
+                self.stamps = stamp_arrivals(sock)
             sock.setblocking(False)
             client = Client(index, sock, index < cfg.senders, index >= first_stalled)
             client.highest = [-1] * cfg.senders
             client.gaps = [None] * cfg.senders
             client.outbox += hello_line(cfg.mode, index)
             self.clients.append(client)
-            self.selector.register(sock, selectors.EVENT_READ, client)
+            self.watch(client, READ)
             self.flush(client)
             self.pump(0)
             time.sleep(pace)  # pacing the connects, as a class arrives
@@ -289,21 +393,30 @@ class Worker:
             client.due = start + client.index / cfg.rate if cfg.rate else start
         for client in self.clients:
             if client.stalled:  # from now on it never reads
-                self.selector.unregister(client.sock)
+                self.watch(client, 0)
         done_sending = not senders
+        next_due = start
         quiet_since = time.monotonic()
         expected = self.expected()
         while True:
             now = time.monotonic()
             if now > deadline:
                 break
-            if not done_sending:
+            if not done_sending and (now >= next_due or not spacing):
                 done_sending = self.send_due(senders, spacing, now)
                 if done_sending:
                     with shared["senders_done"].get_lock():
                         shared["senders_done"].value += 1
+                elif spacing:  # nothing to do for anyone until then
+                    next_due = min(
+                        (c.due for c in senders if c.next_seq < cfg.messages),
+                        default=now,
+                    )
             before = self.counts["delivered"]
-            self.pump(0.001 if not done_sending else 0.05)
+            if done_sending:
+                self.pump(0.05)
+            else:  # wake for the next send, not later
+                self.pump(min(max(next_due - time.monotonic(), 0.0), 0.001))
             if self.counts["delivered"] != before:
                 quiet_since = time.monotonic()
             all_sent = shared["senders_done"].value >= shared["sender_workers"]
@@ -382,69 +495,151 @@ class Worker:
             client.closed = str(exc)
             return
         del client.outbox[:sent]
-        events = selectors.EVENT_READ if not client.stalled else 0
+        events = READ if not client.stalled else 0
         if client.outbox:
-            events |= selectors.EVENT_WRITE
+            events |= WRITE
         if events:
-            try:
-                self.selector.modify(client.sock, events, client)
-            except KeyError:
-                self.selector.register(client.sock, events, client)
+            self.watch(client, events)
+
+    def watch(self, client: Client, events: int) -> None:
+        """Wait for ``events`` on the client's socket: READ, WRITE, both, or 0
+        (nothing: it leaves the event loop)."""
+        if events == client.events:
+            return
+        sock = client.sock
+        if self.epoll is None:
+            if not client.events:
+                self.selector.register(sock, events, client)
+            elif events:
+                self.selector.modify(sock, events, client)
+            else:
+                self.selector.unregister(sock)
+        else:
+            mask = (select.EPOLLIN if events & READ else 0) | (
+                select.EPOLLOUT if events & WRITE else 0
+            )
+            fd = sock.fileno()
+            if not client.events:
+                self.epoll.register(fd, mask)
+                self.by_fd[fd] = client
+            elif events:
+                self.epoll.modify(fd, mask)
+            else:
+                self.epoll.unregister(fd)
+                del self.by_fd[fd]
+        client.events = events
 
     def pump(self, timeout: float) -> None:
-        for key, mask in self.selector.select(timeout):
-            client = key.data
-            if mask & selectors.EVENT_WRITE:
+        """Write and read whatever is ready, waiting up to ``timeout`` s."""
+        if self.epoll is None:
+            for key, ready in self.selector.select(timeout):
+                if ready & WRITE:
+                    self.flush(key.data)
+                if ready & READ:
+                    self.receive(key.data)
+            return
+        # An error or a hang-up wakes both sides, as selectors does; epoll
+        # reports them even for what is not watched: hence the tests of events.
+        to_write = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
+        to_read = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
+        by_fd = self.by_fd
+        for fd, mask in self.epoll.poll(timeout, max(len(by_fd), 1)):
+            client = by_fd[fd]
+            if mask & to_write and client.events & WRITE:
                 self.flush(client)
-            if mask & selectors.EVENT_READ:
+            if mask & to_read and client.events & READ:
                 self.receive(client)
 
     def receive(self, client: Client) -> None:
+        """Read once from ``client`` and account for every whole line read.
+
+        The hot path, with ``count_tokens``: it runs for every read, tens of
+        thousands of times a second, and on a small machine every microsecond
+        the generator spends here is one the server it measures does not get.
+        """
         try:
-            size = client.sock.recv_into(self.buffer)
+            if self.stamps:
+                size, ancillary, _, _ = client.sock.recvmsg_into(
+                    self.buffers, STAMP_SPACE
+                )
+            else:
+                size = client.sock.recv_into(self.buffer)
+                ancillary = ()
         except BlockingIOError:
             return
         except OSError as exc:
             client.closed = str(exc)
-            self.selector.unregister(client.sock)
+            self.watch(client, 0)
             return
         if not size:
             client.closed = "closed by the server"
-            self.selector.unregister(client.sock)
+            self.watch(client, 0)
             return
         now = time.monotonic_ns()
-        data = client.inbox + self.view[:size]  # bytes, with any partial line
-        end = data.rfind(b"\n") + 1
-        client.inbox = data[end:]
-        if len(client.inbox) > MAX_PARTIAL:  # a server that never ends a line
-            self.counts["malformed"] += client.inbox.count(self.mark)
-            client.inbox = b""
-        if not client.seen_roll and ROLL_MARK + self.run_bytes in data:
+        arrival = now  # without a stamp: when read
+        for level, kind, stamp in ancillary:  # at most one: the stamp we asked for
+            if kind == SO_TIMESTAMPNS and level == SOL_SOCKET:
+                seconds, nanoseconds = TIMESPEC.unpack(stamp)
+                arrival = seconds * 1_000_000_000 + nanoseconds - self.clock_offset
+                # Nothing arrives after it is read: only the offset's error could
+                # say so (see realtime_offset)
+                if arrival > now:
+                    arrival = now
+                self.stamped = True
+        buffer = self.buffer
+        if not client.inbox and buffer[size - 1] == NEWLINE:
+            # The usual case: whole lines and nothing left over from before.
+            # They are read where they lie, in the buffer, without a copy.
+            data, end, length = buffer, size, size
+        else:
+            data = client.inbox + self.view[:size]  # bytes, with any partial line
+            end = data.rfind(b"\n") + 1
+            client.inbox = data[end:]
+            if len(client.inbox) > MAX_PARTIAL:  # a server that never ends a line
+                self.counts["malformed"] += client.inbox.count(self.mark)
+                client.inbox = b""
+            length = len(data)
+        # (The buffer is longer than this read: every search stops at its end.)
+        if not client.seen_roll and data.find(self.roll, 0, length) >= 0:
             client.seen_roll = True
         marks = data.count(self.mark, 0, end)
         if marks:
-            self.count_tokens(client, data, end, marks, now)
+            self.count_tokens(client, data, end, marks, now, arrival)
 
     def count_tokens(
-        self, client: Client, data: bytes, end: int, marks: int, now: int
+        self,
+        client: Client,
+        data: bytes | bytearray,
+        end: int,
+        marks: int,
+        now: int,
+        arrival: int,
     ) -> None:
-        """Account for every token in ``data[:end]``.  The hot loop: kept flat."""
+        """Account for every token in ``data[:end]``, read at ``now``, arrived
+        at ``arrival`` (ns).  The hot loop: kept flat, so the bucketing of a
+        latency (see ``bucket``) is written out in it."""
         found = self.token.findall(data, 0, end)
         counts = self.counts
-        counts["malformed"] += marks - len(found)
-        histogram = self.histogram
+        if marks != len(found):
+            counts["malformed"] += marks - len(found)
+        if found:  # the first token of a read is (nearly) its oldest: time it,
+            sent = int(found[0][2])  # so the max is never missed
+            if now - sent > self.oldest:
+                self.oldest = now - sent
+            if arrival - sent > self.oldest_arrival:
+                self.oldest_arrival = arrival - sent
+        histogram, arrivals = self.histogram, self.arrivals
         highest, gaps = client.highest, client.gaps
         me = client.index
         sample = self.sample
+        sender_of = self.sender_of
         delivered = duplicated = late = own = 0
-        if found:  # the first token of a read is (nearly) its oldest: time it,
-            us = (now - int(found[0][2])) // 1000  # so the max is never missed
-            if us >= 1024:
-                shift = us.bit_length() - 10
-                us = (shift << 10) | (us >> shift)
-            self.oldest = max(self.oldest, us)
         for sender_b, seq_b, sent_b in found:
-            sender = int(sender_b)
+            try:
+                sender = sender_of[sender_b]
+            except KeyError:
+                counts["malformed"] += 1
+                continue
             if sender == me:
                 own += 1
                 continue
@@ -469,14 +664,25 @@ class Worker:
             delivered += 1
             if seq % sample:
                 continue
-            us = (now - int(sent_b)) // 1000
+            sent = int(sent_b)
+            us = (now - sent) // 1000
             if us >= 1024:
                 shift = us.bit_length() - 10
                 us = (shift << 10) | (us >> shift)
             histogram[us] += 1
-        counts["self"] += own
-        counts["duplicated"] += duplicated
-        counts["out_of_order"] += late
+            us = (arrival - sent) // 1000
+            if us >= 1024:
+                shift = us.bit_length() - 10
+                us = (shift << 10) | (us >> shift)
+            elif us < 0:  # only if the real-time clock was stepped back
+                us = 0
+            arrivals[us] += 1
+        if own:
+            counts["self"] += own
+        if duplicated:
+            counts["duplicated"] += duplicated
+        if late:
+            counts["out_of_order"] += late
         if delivered:
             counts["delivered"] += delivered
             self.last_delivery = now
@@ -558,10 +764,14 @@ def merge(cfg: Config, results: list[dict], wall: float) -> Report:
         report.error = "; ".join(errors)
         return report
     histogram = [0] * HISTOGRAM_SIZE
+    arrivals = [0] * HISTOGRAM_SIZE
     for result in results:
         for index, count in enumerate(result["histogram"]):
             if count:
                 histogram[index] += count
+        for index, count in enumerate(result["arrivals"]):
+            if count:
+                arrivals[index] += count
         report.sent += result["sent"]
         report.delivered += result["delivered"]
         report.duplicated += result["duplicated"]
@@ -582,15 +792,30 @@ def merge(cfg: Config, results: list[dict], wall: float) -> Report:
         report.deliveries_per_s = round(report.delivered / report.duration_s)
     total = sum(histogram)
     if total:
-        report.p50_ms = percentile(histogram, total, 0.50)
-        report.p90_ms = percentile(histogram, total, 0.90)
-        report.p99_ms = percentile(histogram, total, 0.99)
-        top = max(i for i, count in enumerate(histogram) if count)
-        top = max(top, *(r["oldest"] for r in results))
-        report.max_ms = bucket_floor(top) / 1000
+        report.p50_ms, report.p90_ms, report.p99_ms, report.max_ms = quantiles(
+            histogram, total, max(r["oldest"] for r in results)
+        )
+    if total and any(r["stamped"] for r in results):
+        (
+            report.arrival_p50_ms,
+            report.arrival_p90_ms,
+            report.arrival_p99_ms,
+            report.arrival_max_ms,
+        ) = quantiles(arrivals, total, max(r["oldest_arrival"] for r in results))
     cpu = sum(r["cpu"] for r in results)
     report.generator_cpu_pct = round(100 * cpu / wall, 1) if wall else 0.0
     return report
+
+
+def quantiles(histogram: list[int], total: int, oldest: int) -> tuple[float, ...]:
+    """p50, p90, p99 and max (ms); ``oldest``: the largest latency's bucket."""
+    top = max(max(i for i, count in enumerate(histogram) if count), oldest)
+    return (
+        percentile(histogram, total, 0.50),
+        percentile(histogram, total, 0.90),
+        percentile(histogram, total, 0.99),
+        bucket_floor(top) / 1000,
+    )
 
 
 def raise_file_limit(need: int) -> None:
@@ -628,6 +853,11 @@ def report_line(report: Report) -> str:
         if report.p50_ms is not None
         else "latency n/a"
     )
+    if report.arrival_p50_ms is not None:
+        latency += (
+            f" (at arrival p50 {report.arrival_p50_ms} p90 {report.arrival_p90_ms}"
+            f" p99 {report.arrival_p99_ms} max {report.arrival_max_ms})"
+        )
     return (
         f"{report.deliveries_per_s:>10,.0f} deliveries/s  "
         f"delivered {report.delivered:,}"
