@@ -425,3 +425,24 @@ def test_shape_2_is_judged_when_read_and_shows_the_arrival_too():
     quick = {2: {"ours/json": row(1.9, 1.5), "ncat/ncat": row(18.0, 17.0)}}
     [(_, met, _)] = verdicts(quick)
     assert met
+
+
+def test_shape_4_is_judged_against_the_same_run_with_nobody_stalled():
+    from chat.bench.compare import UNSTALLED, verdicts
+
+    def row(rate, dropped):
+        return {"deliveries_per_s": rate, "stalled_dropped": dropped}
+
+    def judge(stalled, unstalled, dropped=1):
+        summary = {4: {"ours/json": row(stalled, dropped)}}
+        summary[4][f"ours/{UNSTALLED}"] = row(unstalled, 0)
+        [(what, met, note)] = verdicts(summary)
+        assert what.startswith("shape 4")
+        return met, note
+
+    assert judge(950_000, 1_000_000) == (
+        True,
+        "x0.95 of the same run with nobody stalled, stalled dropped: 1",
+    )
+    assert not judge(850_000, 1_000_000)[0]  # the others slowed by a tenth
+    assert not judge(1_000_000, 1_000_000, dropped=0)[0]  # never dropped
