@@ -462,6 +462,7 @@ class Writer:
         self._shutdown(outbox)
 
     def _finish(self, outbox: Outbox) -> None:
+        self._open.discard(outbox)
         if outbox._finished:  # closed twice: count it once
             return
         outbox._finished = True

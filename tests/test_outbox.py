@@ -315,3 +315,22 @@ def test_readers_wait_while_the_writer_has_not_taken_its_events():
     assert waiting == [True]
     pair.close()
     writer.stop()
+
+
+def test_closing_twice_counts_once_and_stop_does_not_wait_for_it():
+    writer = Writer()
+    writer.start()
+    pair = Pair(writer)
+    other = Pair(writer)
+    pair.outbox.put(b"bye\n")
+    pair.outbox.close()
+    assert pair.read_to_end() == b"bye\n"
+    wait_for(lambda: pair.outbox.sock.fileno() == -1, what="the writer to close it")
+    pair.outbox.close()  # once more, after it is done: nothing more to do
+    pair.outbox.put(b"too late\n")  # and this is refused, as before
+    other.close()
+    started = time.monotonic()
+    writer.stop()
+    assert time.monotonic() - started < outbox_module.LINGER  # nothing left open
+    assert writer._connections == 0  # each outbox counted out once
+    pair.peer.close()
