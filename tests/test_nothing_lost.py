@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from chat import client as client_module
-from chat.client import ChatClient, Disconnected
+from chat.client import Disconnected
 from chat.protocol import Message, Welcome
 from chat.server import ChatServer, ServerConfig
 from tests.helpers import (
@@ -75,24 +75,14 @@ def serving(
 
 
 @pytest.fixture
-def clients(monkeypatch):
-    """Start real ``ChatClient``s; each is closed at the end.
+def clients(monkeypatch, make_client):
+    """Start real ``ChatClient``s (``make_client``); each is closed at the end.
 
     Their reconnect delays are shortened: the back-off schedule is tested in
     test_client.py, and here it would only make the tests slow.
     """
     monkeypatch.setattr(client_module, "BACKOFF", (0.1, 0.2, 0.5))
-    started: list[ChatClient] = []
-
-    def start(port: int, name: str) -> ChatClient:
-        client = ChatClient("127.0.0.1", port, name)
-        started.append(client)
-        client.start()
-        return client
-
-    yield start
-    for client in started:
-        client.close()
+    return make_client
 
 
 # -- raw JSON clients ----------------------------------------------------------
