@@ -126,10 +126,15 @@ Tamper = Callable[[int, bytes], list[bytes]]
 
 class Relay:
     """A plain-lines chat relay on 127.0.0.1 that passes each token line
-    through ``tamper(receiver index, line)``, which returns what to send."""
+    through ``tamper(receiver index, line)``, which returns what to send.
 
-    def __init__(self, tamper: Tamper) -> None:
+    With ``echo_after`` (seconds), it also gives each line back to its
+    sender, as our JSON protocol does, token lines that much later."""
+
+    def __init__(self, tamper: Tamper, echo_after: float | None = None) -> None:
         self.tamper = tamper
+        self.echo_after = echo_after
+        self.echoes: list[tuple[float, socket.socket, bytes]] = []  # (due, to, line)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.setblocking(False)
         self.port = self.listener.getsockname()[1]
@@ -141,7 +146,12 @@ class Relay:
 
     def serve(self) -> None:
         while not self.stopping.is_set():
-            for key, _ in self.selector.select(0.05):
+            now = time.monotonic()
+            for due, sock, line in [e for e in self.echoes if e[0] <= now]:
+                self.echoes.remove((due, sock, line))
+                if sock in self.clients:
+                    sock.sendall(line + b"\n")
+            for key, _ in self.selector.select(0.01):
                 if key.fileobj is self.listener:
                     sock, _ = self.listener.accept()
                     sock.setblocking(True)  # small runs: sends never fill up
@@ -163,6 +173,9 @@ class Relay:
         data = self.clients[sock] + data
         *lines, self.clients[sock] = data.split(b"\n")
         for line in lines:
+            if self.echo_after is not None:
+                late = self.echo_after if b"XB" in line else 0.0
+                self.echoes.append((time.monotonic() + late, sock, line))
             for index, other in enumerate(list(self.clients)):
                 if other is sock:
                     continue
@@ -200,6 +213,16 @@ def relay_run(tamper: Tamper) -> tuple[Report, Config]:
     with Relay(tamper) as relay:
         cfg = Config(port=relay.port, mode="plain", **SMALL)
         return run(cfg), cfg
+
+
+def test_a_worker_waits_for_its_own_lines_to_come_back():
+    """A sender's own lines come back after everyone else has them (here 0.3 s
+    later, under the run's 0.5 s of quiet that would end it): still counted."""
+    with Relay(lambda index, line: [line], echo_after=0.3) as relay:
+        cfg = Config(port=relay.port, mode="json", **SMALL)
+        report = run(cfg)
+    check_clean(report, cfg)
+    assert report.self_echoes == cfg.messages * cfg.senders
 
 
 def test_an_honest_relay_is_clean():
@@ -259,14 +282,20 @@ def test_a_line_held_back_counts_as_out_of_order_not_lost():
     assert report.delivered == expected(cfg)
 
 
+def reader(sock: socket.socket, senders: int) -> Client:
+    """Client 1, a reader of ``senders`` senders, on ``sock``."""
+    client = Client(1, sock, sender=False, stalled=False)
+    client.highest, client.gaps = [-1] * senders, [None] * senders
+    return client
+
+
 def test_a_line_split_across_reads_is_counted_once():
     """Reads end anywhere: the part of a line after the last newline waits."""
     cfg = Config(senders=2, run_id=7)
     worker = Worker(cfg, 0, shared={})
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        client = Client(1, ours, sender=False, stalled=False)
-        client.highest, client.gaps = [-1, -1], [None, None]
+        client = reader(ours, senders=2)
         lines = b"".join(
             token_text(7, 0, seq, 40) + b"\n" for seq in range(3)
         )  # three whole lines, sent in pieces that cut them anywhere
@@ -291,8 +320,7 @@ def test_a_line_that_never_ends_is_dropped_not_kept_forever():
     worker = Worker(cfg, 0, shared={})
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        client = Client(1, ours, sender=False, stalled=False)
-        client.highest, client.gaps = [-1], [None]
+        client = reader(ours, senders=1)
         endless = token_text(7, 0, 0, 40) + b"x" * (MAX_PARTIAL + 1)
         for start in range(0, len(endless), 50_000):
             theirs.sendall(endless[start : start + 50_000])
@@ -336,8 +364,7 @@ def test_a_line_read_late_is_timed_at_its_arrival_too():
     ours, theirs = tcp_pair()
     with ours, theirs:
         assert stamp_arrivals(ours)
-        client = Client(1, ours, sender=False, stalled=False)
-        client.highest, client.gaps = [-1], [None]
+        client = reader(ours, senders=1)
         line = token_text(7, 0, 0, 40) + b"\n"
         stamped = int(line.split(b".")[3].rstrip(b"#"))
         wait_until(stamped + 10_000_000)  # 10 ms on the way to the server...
@@ -363,8 +390,7 @@ def test_without_a_stamp_arrival_is_when_read(platform):
         worker.stamps = False  # recv_into, as where the kernel cannot stamp
     ours, theirs = tcp_pair()
     with ours, theirs:
-        client = Client(1, ours, sender=False, stalled=False)
-        client.highest, client.gaps = [-1], [None]
+        client = reader(ours, senders=1)
         line = token_text(7, 0, 0, 40) + b"\n"
         theirs.sendall(line)
         wait_until(time.monotonic_ns() + 20_000_000)  # late enough to tell apart

@@ -398,6 +398,12 @@ class Worker:
         next_due = start
         quiet_since = time.monotonic()
         expected = self.expected()
+        # Our protocol echoes a sender's lines back to it: wait for those too,
+        # or a worker whose readers have everything else may stop before its
+        # own last lines come back.  (A server that does not echo ends the
+        # run after ``idle`` seconds of quiet instead.)
+        readers_of_own = [c for c in senders if not c.stalled]
+        echoes = cfg.messages * len(readers_of_own) if cfg.mode == "json" else 0
         while True:
             now = time.monotonic()
             if now > deadline:
@@ -420,7 +426,9 @@ class Worker:
             if self.counts["delivered"] != before:
                 quiet_since = time.monotonic()
             all_sent = shared["senders_done"].value >= shared["sender_workers"]
-            if all_sent and self.counts["delivered"] >= expected:
+            counts = self.counts
+            everything = counts["delivered"] >= expected and counts["self"] >= echoes
+            if all_sent and everything:
                 break
             if all_sent and time.monotonic() - quiet_since > cfg.idle:
                 break
