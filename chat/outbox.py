@@ -13,7 +13,9 @@ not a hundred.  The writer wakes once for many events, takes them all, works
 out what each connection gets, in order, and hands each connection's bytes to
 the kernel in one non-blocking ``send``.  When a batch is the same broadcasts
 for everyone (a busy room), the pieces are joined once and the same bytes go
-to all.
+to all; and a broadcast for them that comes while the writer is going round
+them is taken in on the way (``Writer._fan_out``), so it need not wait for
+the end of that round.
 
 A connection that stops reading fills its kernel buffer; the writer then
 parks its unsent bytes (its *backlog*) and waits (with ``selectors``) for it
@@ -175,6 +177,7 @@ class Writer:
         self._unsettled: list[Outbox] = []  # with a _change to settle
         self._last_pieces: list[bytes] = []  # what _join joined last, and into
         self._last_data = b""
+        self._carry: list[tuple] = []  # broadcasts owed after a _fan_out
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -280,7 +283,7 @@ class Writer:
             events, stopping = self._collect()
             if events:
                 self._deliver(events)
-            if stopping:
+            if stopping and not self._carry:
                 if not self._open:
                     break
                 give_up_at = give_up_at or time.monotonic() + 2 * LINGER
@@ -300,10 +303,11 @@ class Writer:
                 self._note_level(outbox)
             self._unsettled.clear()
             events, self._events = self._events, []
-            if self._pending > MAX_PENDING:
-                self._room.notify_all()
-            self._pending = 0
-            return events, self._stopping
+            self._took_all()
+        if self._carry:  # owed by the last _fan_out: they go first
+            events[:0] = self._carry
+            self._carry = []
+        return events, self._stopping
 
     def _deliver(self, events: list[tuple]) -> None:
         """Send what ``events`` give each connection, then carry out endings."""
@@ -312,10 +316,7 @@ class Writer:
             target is first and exclude is None for target, _, exclude in events
         ):
             # The busy room's case: everyone gets the same pieces.
-            data = self._join([data for _, data, _ in events])
-            for outbox in first:
-                if not outbox._done:
-                    self._send(outbox, data)
+            self._fan_out(first, self._join([data for _, data, _ in events]))
             return
         pieces: dict[Outbox, list[bytes]] = {}  # in the order of first event
         endings: list[Outbox] = []
@@ -345,6 +346,45 @@ class Writer:
             self._send(outbox, self._join(mine))
         for outbox in endings:
             self._settle(outbox)
+
+    def _fan_out(self, outboxes: tuple[Outbox, ...], data: bytes) -> None:
+        """Send ``data`` to each of ``outboxes``, taking in more on the way.
+
+        A broadcast to the same members may come while this runs (its reader
+        got the GIL between two sends).  The members not yet sent to get it
+        with ``data``, in the same ``send``; those already sent to get it
+        from a broadcast to them alone, first thing next round.  So one
+        message does not wait for the whole fan-out of the one before.
+        """
+        taking = True
+        for index, outbox in enumerate(outboxes):
+            if not outbox._done:
+                self._send(outbox, data)
+            if taking and self._events:  # a glance, without the lock
+                more = self._take_more(outboxes)
+                if more is None:  # something else is first in line: it waits
+                    taking = False
+                else:
+                    self._carry.append((outboxes[: index + 1], more, None))
+                    data += more
+                    taking = len(data) < MAX_PENDING  # a bound on what is held
+
+    def _take_more(self, outboxes: tuple[Outbox, ...]) -> bytes | None:
+        """Take every event, joined, if all are broadcasts to ``outboxes``."""
+        with self._lock:
+            events = self._events
+            for target, _, exclude in events:
+                if target is not outboxes or exclude is not None:
+                    return None
+            self._events = []
+            self._took_all()
+        return b"".join([data for _, data, _ in events])
+
+    def _took_all(self) -> None:  # with _lock held
+        """Every event is taken: readers held back by ``MAX_PENDING`` go on."""
+        if self._pending > MAX_PENDING:
+            self._room.notify_all()
+        self._pending = 0
 
     def _take_ending(self, outbox: Outbox, ending: str) -> None:
         outbox._done = True

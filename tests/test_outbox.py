@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -60,9 +61,36 @@ class Pair:
                 return self.received
             self.received += data
 
+    def watch(self) -> Watched:
+        """Record the writer's sends from now on (see ``Watched``)."""
+        self.outbox.sock = Watched(self.outbox.sock)
+        return self.outbox.sock
+
     def close(self) -> None:
         self.outbox.close()
         self.peer.close()
+
+
+class Watched:
+    """A socket that records each ``send`` the writer makes on it, and runs
+    ``hooks[n]`` (on the writer thread) right after its n-th ``send``: as if
+    a reader had broadcast just then, in the middle of a fan-out."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.sends: list[bytes] = []
+        self.hooks: dict[int, Callable[[], object]] = {}
+
+    def send(self, data, flags: int = 0) -> int:
+        sent = self._sock.send(data, flags)
+        self.sends.append(bytes(data[:sent]))
+        hook = self.hooks.pop(len(self.sends), None)
+        if hook is not None:
+            hook()
+        return sent
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
 
 
 def test_pieces_arrive_whole_and_in_order(writer):
@@ -334,3 +362,99 @@ def test_closing_twice_counts_once_and_stop_does_not_wait_for_it():
     assert time.monotonic() - started < outbox_module.LINGER  # nothing left open
     assert writer._connections == 0  # each outbox counted out once
     pair.peer.close()
+
+
+# -- a broadcast that comes while the writer goes round the members ----------
+
+
+def watched(writer: Writer, count: int) -> tuple[list[Pair], tuple]:
+    pairs = [Pair(writer) for _ in range(count)]
+    for pair in pairs:
+        pair.watch()
+    return pairs, tuple(pair.outbox for pair in pairs)
+
+
+def test_a_broadcast_during_a_fan_out_goes_with_it_to_those_not_yet_sent_to(writer):
+    pairs, room = watched(writer, 8)
+    pairs[2].outbox.sock.hooks[1] = lambda: writer.broadcast(room, b"B\n")
+    writer.broadcast(room, b"A\n")
+    for pair in pairs:
+        assert pair.read(4) == b"A\nB\n"
+    # The first three had A already: B follows on its own.  The other five
+    # get both in one send.
+    assert [pair.outbox.sock.sends for pair in pairs[:3]] == [[b"A\n", b"B\n"]] * 3
+    assert [pair.outbox.sock.sends for pair in pairs[3:]] == [[b"A\nB\n"]] * 5
+    for pair in pairs:
+        pair.close()
+
+
+def test_what_waits_before_a_broadcast_keeps_its_place(writer):
+    pairs, room = watched(writer, 6)
+
+    def meanwhile() -> None:
+        pairs[4].outbox.put(b"P\n")
+        writer.broadcast(room, b"B\n")
+
+    pairs[1].outbox.sock.hooks[1] = meanwhile
+    writer.broadcast(room, b"A\n")
+    assert pairs[4].read(6) == b"A\nP\nB\n"
+    for pair in pairs[:4] + pairs[5:]:
+        assert pair.read(4) == b"A\nB\n"
+        pair.close()
+    pairs[4].close()
+
+
+def test_a_broadcast_with_someone_left_out_is_not_taken_in(writer):
+    pairs, room = watched(writer, 6)
+    left_out = pairs[4].outbox
+    pairs[1].outbox.sock.hooks[1] = lambda: writer.broadcast(
+        room, b"B\n", exclude=left_out
+    )
+    writer.broadcast(room, b"A\n")
+    for pair in pairs[:4] + pairs[5:]:
+        assert pair.read(4) == b"A\nB\n"
+        pair.close()
+    left_out.put(b"Z\n")
+    assert pairs[4].read(4) == b"A\nZ\n"
+    pairs[4].close()
+
+
+def test_what_a_fan_out_takes_in_is_bounded(writer, monkeypatch):
+    monkeypatch.setattr(outbox_module, "MAX_PENDING", 100)
+    pairs, room = watched(writer, 8)
+    big = b"b" * 99 + b"\n"
+    pairs[1].outbox.sock.hooks[1] = lambda: writer.broadcast(room, big)
+    pairs[3].outbox.sock.hooks[1] = lambda: writer.broadcast(room, b"C\n")
+    writer.broadcast(room, b"A\n")
+    for pair in pairs:
+        assert pair.read(104) == b"A\n" + big + b"C\n"
+    # With A and the big one joined, the limit is reached: C comes after.
+    sends = [pair.outbox.sock.sends for pair in pairs[4:]]
+    assert sends == [[b"A\n" + big, b"C\n"]] * 4
+    for pair in pairs:
+        pair.close()
+
+
+def test_what_a_fan_out_took_in_is_sent_even_when_the_writer_is_stopping():
+    writer = Writer()
+    writer.start()
+    pairs, room = watched(writer, 6)
+    again = tuple(list(room))  # the same members in another tuple: not taken in
+    stopper = threading.Thread(target=writer.stop, name="stopper")
+
+    def stop_now() -> None:  # during A's round: C is next, then the end
+        writer.broadcast(again, b"C\n")
+        stopper.start()
+        wait_for(lambda: writer._stopping, what="stop() to begin")
+
+    pairs[0].outbox.sock.hooks[1] = stop_now
+    # During C's round, the last round before stopping: D is taken in.
+    pairs[3].outbox.sock.hooks[2] = lambda: writer.broadcast(again, b"D\n")
+    writer.broadcast(room, b"A\n")
+    for pair in pairs:
+        assert pair.read(6) == b"A\nC\nD\n"
+    stopper.join(DEADLINE)
+    assert not stopper.is_alive()
+    for pair in pairs:
+        pair.outbox.sock.close()
+        pair.peer.close()
