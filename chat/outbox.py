@@ -304,10 +304,11 @@ class Writer:
             self._unsettled.clear()
             events, self._events = self._events, []
             self._took_all()
+            stopping = self._stopping  # read with the events: none is left behind
         if self._carry:  # owed by the last _fan_out: they go first
             events[:0] = self._carry
             self._carry = []
-        return events, self._stopping
+        return events, stopping
 
     def _deliver(self, events: list[tuple]) -> None:
         """Send what ``events`` give each connection, then carry out endings."""

@@ -463,3 +463,46 @@ def test_what_a_fan_out_took_in_is_sent_even_when_the_writer_is_stopping():
     for pair in pairs:
         pair.outbox.sock.close()
         pair.peer.close()
+
+
+class AfterTaking:
+    """The writer's lock, running ``hook`` once on the writer thread right
+    after the writer let go of it having taken every event: the moment when
+    another thread may queue one more and call ``stop()``."""
+
+    def __init__(self, writer: Writer, hook: Callable[[], object]) -> None:
+        self._writer = writer
+        self._lock = writer._lock
+        self._hook: Callable[[], object] | None = hook
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+        writer = self._writer
+        hook = self._hook
+        if hook and threading.current_thread() is writer._thread and not writer._events:
+            self._hook = None
+            hook()
+
+
+def test_a_broadcast_queued_just_before_stop_is_still_sent():
+    writer = Writer()
+    pairs, room = watched(writer, 3)
+    again = tuple(list(room))  # the same members in another tuple: not taken in
+
+    def late_and_stop() -> None:  # what another thread may do just then
+        writer.broadcast(again, b"F\n")
+        with writer._room:  # stop()'s first step, without its join
+            writer._stopping = True
+
+    writer._lock = AfterTaking(writer, late_and_stop)
+    writer.broadcast(room, b"A\n")
+    writer.start()
+    for pair in pairs:
+        assert pair.read(4) == b"A\nF\n"
+    writer.stop()
+    for pair in pairs:
+        pair.outbox.sock.close()
+        pair.peer.close()
