@@ -513,7 +513,6 @@ class Writer:
             self._note_level(outbox)
             self._room.notify_all()
         self._stop_waiting(outbox)
-        self._open.discard(outbox)
         outbox._backlog.clear()
         outbox.sock.close()
 

@@ -29,7 +29,7 @@ from chat.protocol import (
     decode_server,
     encode,
 )
-from chat.room import SERVER_NAME, Member, Room
+from chat.room import SERVER_NAME, Member, Room, put_each
 
 
 class FakeOutbox:
@@ -590,9 +590,7 @@ def test_a_broadcast_is_one_deliver_call_per_wire_format_whoever_is_in():
 
     def deliver(outboxes, data, exclude):
         calls.append((outboxes, data, exclude))
-        for outbox in outboxes:
-            if outbox is not exclude:
-                outbox.put(data)
+        put_each(outboxes, data, exclude)
 
     room = Room(deliver=deliver)
     jsons = joined(room, *(f"j{i}" for i in range(30)))
