@@ -394,6 +394,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
                 else:
                     data = self._recv(self._time_to_next_check())
                 if data == b"":
+                    if was_reset(self.request):
+                        self._lost_reason = "connection lost"
                     break
                 if data is None:
                     self._check_clock()
@@ -639,6 +641,28 @@ class Readable:
             return bool(self._poll.poll(ms))
         readable, _, _ = select.select([self._sock], [], [self._sock], timeout)
         return bool(readable)
+
+
+#: Linux's number for a TCP connection that is over, as ``TCP_INFO`` reports
+#: it: after a reset, where a peer's orderly close leaves ``CLOSE_WAIT``.
+_TCP_CLOSE = 7
+
+
+def was_reset(sock: socket.socket) -> bool:
+    """Did the stream that just ended end with a reset, not a close?
+
+    The error a reset leaves is given to whichever call comes first, and that
+    may be the writer's ``send``; the reader then sees a plain end of stream.
+    The connection's state says it either way (Linux; elsewhere: False).
+    """
+    tcp_info = getattr(socket, "TCP_INFO", None)
+    if tcp_info is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        state = sock.getsockopt(socket.IPPROTO_TCP, tcp_info, 1)[0]
+    except OSError:
+        return False
+    return state == _TCP_CLOSE
 
 
 def format_address(address) -> str:

@@ -891,3 +891,35 @@ def test_echo_clients_are_said_goodbye_in_plain_text_too():
         echo.shutdown()
         echo.server_close()
         assert client.expect_closed() == [b"* Server shutting down. Goodbye!"]
+
+
+# -- how a stream ended ----------------------------------------------------------
+
+
+def ended_pair(reset: bool) -> socket.socket:
+    """Our end of a TCP connection whose peer has gone: with a reset, or closed."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        ours = socket.create_connection(listener.getsockname(), timeout=DEADLINE)
+        theirs, _ = listener.accept()
+    if reset:
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    theirs.close()
+    chat.server.Readable(ours).wait(DEADLINE)  # the reset or the close is here
+    return ours
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="Linux's TCP_INFO")
+def test_a_reset_is_told_from_a_close_even_after_a_send_took_its_error():
+    ours = ended_pair(reset=True)
+    with pytest.raises(OSError):  # as the writer's send would: it takes the error
+        ours.send(b"too late")
+    assert ours.recv(100) == b""  # so the reader sees only an end of stream
+    assert chat.server.was_reset(ours)
+    ours.close()
+
+
+def test_a_close_is_not_a_reset():
+    ours = ended_pair(reset=False)
+    assert ours.recv(100) == b""
+    assert not chat.server.was_reset(ours)
+    ours.close()
