@@ -6,6 +6,7 @@
 ``compare``  our server.py against ``ncat --chat``, shape by shape.
 ``gui``      the window under a flood: stalls, memory, time to a mapped window.
 ``floor``    the least a fan-out to 100 connections can take in Python here.
+``relay``    the least a chat server can be in Python: a yardstick for ours.
 
 Benchmarks are commands, not tests: the tests check correctness, these
 measure speed.  ``docs/performance.md`` has the method and the figures.

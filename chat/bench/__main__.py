@@ -10,12 +10,13 @@ COMMANDS = {
     "compare": "chat.bench.compare",
     "gui": "chat.bench.gui",
     "floor": "chat.bench.floor",
+    "relay": "chat.bench.relay",
 }
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
-        print("usage: python -m chat.bench {run,ceiling,compare,gui,floor} [--help]")
+        print(f"usage: python -m chat.bench {{{','.join(COMMANDS)}}} [--help]")
         print(__import__("chat.bench").bench.__doc__)
         return 2
     module = __import__(COMMANDS[argv[0]], fromlist=["main"])

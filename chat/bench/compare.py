@@ -2,7 +2,10 @@
 
 Starts both on free ports of 127.0.0.1 (``server.py --flood-rate 0 -q``,
 ``ncat --chat -m 2000``), then runs each shape against each, alternating, in
-one run, and prints a table with the ratios:
+one run, and prints a table with the ratios.  In shapes 1 and 2 the *relay*
+runs too (``chat.bench.relay``, the least a chat server can be in Python):
+what it reaches is about the best a Python server can do here at that
+moment, so a figure of ours is read against it.  The shapes:
 
 1. 100 clients, 10 senders, flat out (throughput; JSON and plain for us);
 2. 100 clients, 100 senders, 1,000 messages/s in all (latency);
@@ -168,6 +171,12 @@ def start_ours(extra: list[str], folder: str) -> Server:
     return Server("ours", command, port)
 
 
+def start_relay() -> Server:
+    port = free_port()
+    command = [sys.executable, "-m", "chat.bench", "relay", "--port", str(port)]
+    return Server("relay", command, port)
+
+
 def start_ncat() -> Server | None:
     ncat = shutil.which("ncat")
     if ncat is None:
@@ -202,13 +211,20 @@ def measure(server: Server, config: Config, mode: str) -> Measured:
 
 
 def run_shape(
-    shape: Shape, ours: Server, ncat: Server | None, repeat: int, procs: int
+    shape: Shape,
+    ours: Server,
+    ncat: Server | None,
+    repeat: int,
+    procs: int,
+    relay: Server | None = None,
 ) -> list[Measured]:
     """Every server of this shape, ``repeat`` times, alternating who goes first."""
     config = replace(shape.config, procs=procs)
     plan: list[tuple[Server, str, Config]] = [(ours, "json", config)]
     if shape.number == 1:
         plan.append((ours, "plain", config))
+    if relay is not None and shape.number in (1, 2):
+        plan.append((relay, "plain", config))
     if shape.number == 4:  # the target's baseline: the same run, nobody stalled
         plan.append((ours, UNSTALLED, replace(config, stalled=0)))
     if ncat is not None and shape.number != 3:
@@ -275,7 +291,7 @@ def verdicts(summary: dict) -> list[tuple[str, bool, str]]:
     """The issue's targets, each (what, met, figures)."""
     out = []
     s1, s2, s3, s4 = (summary.get(n, {}) for n in (1, 2, 3, 4))
-    ncat1 = s1.get("ncat/ncat")
+    ncat1, relay1 = s1.get("ncat/ncat"), s1.get("relay/plain")
     for mode in ("json", "plain"):
         ours = s1.get(f"ours/{mode}")
         if ours and ncat1:
@@ -285,8 +301,13 @@ def verdicts(summary: dict) -> list[tuple[str, bool, str]]:
                 and ours["malformed"] == 0
             )
             ratio = ours["deliveries_per_s"] / ncat1["deliveries_per_s"]
-            out.append((f"shape 1 {mode}: >= ncat, no loss", ok, f"x{ratio:.2f}"))
+            note = f"x{ratio:.2f}"
+            if relay1:
+                mine = relay1["deliveries_per_s"] / ncat1["deliveries_per_s"]
+                note += f" (the relay: x{mine:.2f})"
+            out.append((f"shape 1 {mode}: >= ncat, no loss", ok, note))
     ours2, ncat2 = s2.get("ours/json"), s2.get("ncat/ncat")
+    relay2 = s2.get("relay/plain")
     if ours2:
         ok = ours2["p99_ms"] is not None and ours2["p99_ms"] <= 2.0
         if ncat2 and ncat2["p99_ms"] is not None:
@@ -298,6 +319,8 @@ def verdicts(summary: dict) -> list[tuple[str, bool, str]]:
             note += f" (at arrival: ours {_num(ours2['arrival_p99_ms'], 0)} ms" + (
                 f", ncat {_num(ncat2['arrival_p99_ms'], 0)} ms)" if ncat2 else ")"
             )
+        if relay2 and relay2["p99_ms"] is not None:
+            note += f"; the relay {_num(relay2['p99_ms'], 0)} ms"
         out.append(("shape 2: p99 <= 2 ms and <= ncat", ok, note))
     ours3 = s3.get("ours/json")
     if ours3:
@@ -357,6 +380,7 @@ def main(argv: list[str]) -> int:
     shapes = [SHAPES[int(n)] for n in args.shapes.split(",")]
     folder = tempfile.mkdtemp(prefix="chat-bench-")
     ours = start_ours(args.server_arg, folder)
+    relay = start_relay()
     ncat = start_ncat()
     if ncat is None:
         print("ncat is not installed (Debian: apt install ncat): ours only.")
@@ -364,12 +388,13 @@ def main(argv: list[str]) -> int:
     try:
         for shape in shapes:
             print(f"shape {shape.number}: {shape.title}", file=sys.stderr, flush=True)
-            results = run_shape(shape, ours, ncat, args.repeat, args.procs)
+            results = run_shape(shape, ours, ncat, args.repeat, args.procs, relay)
             kinds = (
                 ("ours", "json"),
                 ("ours", "plain"),
                 ("ours", UNSTALLED),
                 ("ncat", "ncat"),
+                ("relay", "plain"),
             )
             summary[shape.number] = {
                 f"{server}/{mode}": row
@@ -378,6 +403,7 @@ def main(argv: list[str]) -> int:
             }
     finally:
         ours.stop()
+        relay.stop()
         if ncat is not None:
             ncat.stop()
         shutil.rmtree(folder, ignore_errors=True)
