@@ -119,11 +119,8 @@ def render(message: ServerMessage) -> list[str]:
     well as text: the server checks the names it hands out, but a client
     renders whatever its server sent.
     """
-    if isinstance(message, Message):
+    if isinstance(message, (Message, PrivateMessage)):
         return [_said(message)]
-    if isinstance(message, PrivateMessage):
-        sender, to = escape_text(message.sender), escape_text(message.to)
-        return [f"[private] {sender} -> {to}: {escape_text(message.text)}"]
     if isinstance(message, Joined):
         return [f"* {escape_text(message.name)} joined"]
     if isinstance(message, Left):
@@ -139,6 +136,7 @@ def render(message: ServerMessage) -> list[str]:
     if isinstance(message, Error):
         return [f"! {escape_text(message.text)}"]
     if isinstance(message, Welcome):
+        # A history holds the newcomer's own private lines too, where kept.
         lines = [f"[{clock(m.ts)}] {_said(m)}" for m in message.history]
         if len(lines) == 1:
             lines.insert(0, "* The last message:")
@@ -161,8 +159,10 @@ def render_bytes(message: ServerMessage) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def _said(message: Message) -> str:
+def _said(message: Message | PrivateMessage) -> str:
     sender, text = escape_text(message.sender), escape_text(message.text)
+    if isinstance(message, PrivateMessage):
+        return f"[private] {sender} -> {escape_text(message.to)}: {text}"
     if message.me:
         return f"* {sender} {text}"
     return f"{sender}: {text}"

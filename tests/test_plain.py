@@ -205,6 +205,19 @@ def test_render_table_covers_every_server_message_type():
     assert {type(case[0]) for case in RENDERED} == set(SERVER_TYPES.values())
 
 
+def test_a_welcome_history_may_hold_the_newcomers_private_lines():
+    # Where the server keeps private lines, a comeback's replay has them too.
+    history = (
+        Message(7, "alice", "hi", TS),
+        PrivateMessage("alice", "bob", "psst", TS + 60, id=8),
+    )
+    assert plain.render(Welcome("bob", ("alice", "bob"), history))[:3] == [
+        "* The last 2 messages:",
+        f"[{hhmm(TS)}] alice: hi",
+        f"[{hhmm(TS + 60)}] [private] alice -> bob: psst",
+    ]
+
+
 def test_render_bytes_is_the_lines_in_utf8():
     welcome = Welcome("zoë", ("zoë",), HISTORY)
     data = plain.render_bytes(welcome)

@@ -120,6 +120,13 @@ def message_line(message: Message, my_name: str) -> Line:
     return Line(tuple(pieces), kind, mention)
 
 
+def chat_line(message: Message | PrivateMessage, my_name: str) -> Line:
+    """A line said to the room, or a private one (a history holds both)."""
+    if isinstance(message, PrivateMessage):
+        return private_line(message, my_name)
+    return message_line(message, my_name)
+
+
 def private_line(message: PrivateMessage, my_name: str) -> Line:
     outgoing = message.sender == my_name
     other = message.to if outgoing else message.sender
@@ -156,12 +163,10 @@ def notice_line(text: str, kind: str = "notice") -> Line:
 
 def lines_for(event: ServerMessage, my_name: str) -> list[Line]:
     """The lines to add to the view for one server message (maybe none)."""
-    if isinstance(event, Message):
-        return [message_line(event, my_name)]
-    if isinstance(event, PrivateMessage):
-        return [private_line(event, my_name)]
+    if isinstance(event, (Message, PrivateMessage)):
+        return [chat_line(event, my_name)]
     if isinstance(event, Welcome):
-        lines = [message_line(m, event.name) for m in event.history]
+        lines = [chat_line(m, event.name) for m in event.history]
         count = len(event.users)
         others = [u for u in event.users if u != event.name]
         who = ", ".join(others) if others else "nobody else yet"
