@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from .outgoing import Outgoing
 from .protocol import (
+    MAX_LINE_BYTES,
     MAX_NAME_CHARS,
     Bye,
     ClientMessage,
@@ -263,12 +264,23 @@ class ChatClient:
         kept until the server echoes that ``cid`` back: through any number of
         reconnects, it is sent, in order, exactly once as far as the room can
         tell.  Returns that ``cid`` (``None`` for other messages).
+
+        A line longer than the protocol allows (``MAX_LINE_BYTES``) is not
+        sent: the server would refuse it without its ``cid``, so it would wait
+        for a confirmation forever.  An ``Error`` event (``too_long``) says so,
+        and ``None`` is returned.
         """
         cid = None
         if isinstance(message, (Say, Private)):
             cid = message.cid or new_cid()
             message = dataclasses.replace(message, cid=cid)
-        self._outgoing.add(encode(message), cid)
+        data = encode(message)
+        if len(data) - 1 > MAX_LINE_BYTES:  # not counting its newline
+            too_long = f"That line is too long to send: {len(data) - 1:,} bytes"
+            limit = f"a line may be at most {MAX_LINE_BYTES:,}"
+            self._emit(Error("too_long", f"{too_long}, {limit}.", cid))
+            return None
+        self._outgoing.add(data, cid)
         return cid
 
     def say(self, text: str, *, me: bool = False) -> str:
@@ -332,6 +344,9 @@ class ChatClient:
                 self._emit(Disconnected(ending.reason, retry_in, ending.failure))
                 if retry_in is None or self._stopping.wait(retry_in):
                     break
+        except Exception:  # a bug of ours: say so, rather than stop in silence
+            log.exception("the connection's reader thread failed")
+            self._emit(Disconnected("an error inside the program (see the log)", None))
         finally:
             self._stopping.set()
             self._outgoing.close()

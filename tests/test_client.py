@@ -22,7 +22,16 @@ from chat.client import (
     Disconnected,
     describe_failure,
 )
-from chat.protocol import Error, Joined, Left, Message, Welcome
+from chat.protocol import (
+    MAX_LINE_BYTES,
+    Error,
+    Joined,
+    Left,
+    Message,
+    Say,
+    Welcome,
+    encode,
+)
 from tests.helpers import DEADLINE, LineClient, json_client, running_server, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +74,48 @@ def test_say_reaches_the_room_and_comes_back(server, make_client):
         assert bob.expect_json("message")["text"] == "hi 👋"
         echoed = next_event(client, Message)
         assert (echoed.sender, echoed.text) == ("ada", "hi 👋")
+
+
+@pytest.mark.parametrize("size", [MAX_LINE_BYTES, 2 * 1024 * 1024])
+def test_a_line_too_long_for_the_protocol_is_refused_before_it_goes(
+    server, make_client, size
+):
+    """The server would refuse it without its cid (or hang up, past 1 MiB,
+    and the line would go again at every reconnect): it never leaves."""
+    client = make_client(server.port)
+    next_event(client, Welcome)
+    assert client.say("x" * size) == ""
+    refused = next_event(client, Error)
+    assert refused.code == "too_long" and "at most 8,192" in refused.text
+    assert client.unconfirmed() == []
+    client.say("short")  # the connection is still fine
+    assert next_event(client, Message).text == "short"
+    assert [m.text for m in server.room.history()] == ["short"]
+
+
+def test_a_line_just_within_the_limit_goes(server, make_client):
+    client = make_client(server.port)
+    next_event(client, Welcome)
+    envelope = len(encode(Say("", cid="0" * 12)))  # a cid is 12 hex digits
+    text = "x" * (MAX_LINE_BYTES + 1 - envelope)
+    client.say(text)
+    assert next_event(client, Message).text == text
+
+
+def test_a_bug_in_the_reader_thread_ends_the_client_with_a_word(
+    make_client, monkeypatch
+):
+    def broken(self, first):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ChatClient, "_connect_and_read", broken)
+    failures = []
+    monkeypatch.setattr("threading.excepthook", failures.append)
+    client = make_client(free_port())
+    gone = next_event(client, Disconnected)
+    assert "error inside the program" in gone.reason and gone.retry_in is None
+    next_event(client, Closed)
+    assert failures == []  # no traceback on the screen
 
 
 def test_lines_sent_before_the_welcome_go_after_it(server, make_client):

@@ -65,6 +65,13 @@ class Settings:
             default = getattr(settings, f.name)
             if type(value) is type(default):  # exactly: true is no port number
                 setattr(settings, f.name, value)
+        # Inside the dict too: a fingerprint that is not text would fail later,
+        # in the middle of a TLS handshake.
+        settings.trusted = {
+            where: fingerprint
+            for where, fingerprint in settings.trusted.items()
+            if isinstance(fingerprint, str)
+        }
         return settings
 
     def save(self, path: Path | None = None) -> None:
