@@ -22,7 +22,7 @@ from chat.gui import app as app_module
 from chat.gui.app import ChatApp
 from chat.gui.format import notice_line
 from chat.gui.settings import Settings
-from chat.protocol import Message
+from chat.protocol import Message, Notice, Private, PrivateMessage, Welcome
 from tests.helpers import (
     DEADLINE,
     json_client,
@@ -682,3 +682,151 @@ def test_settings_never_replace_what_is_not_a_file(tmp_path, caplog):
     os.mkfifo(fifo)
     Settings(font_size=14).save(fifo)
     assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+# -- lines of ours through lost links, refusals and replays ---------------------
+
+
+def click_send_again(app):
+    """Click the first failed line's "click to send again", as a person would."""
+    text = app.view.text
+    x, y = text.bbox(text.tag_ranges("retry")[0])[:2]
+    for event in ("<Motion>", "<ButtonPress-1>", "<ButtonRelease-1>"):
+        text.event_generate(event, x=x + 2, y=y + 2)
+
+
+def shown_once(app, fragment):
+    return sum(fragment in line for line in app.view.contents().splitlines()) == 1
+
+
+def test_a_replay_may_hold_a_private_line(server, make_app):
+    """With --store-private a comeback's history holds private lines."""
+    app = make_app()
+    connected(app, server)
+    room = app.timeline.room
+    private = PrivateMessage("bob", "ada", "kept for you", time.time(), id=999)
+    app.client.events.put(Welcome("ada", ("ada",), (private,), room))
+    pump_until(app.root, lambda: "kept for you" in app.view.contents())
+    assert "Something went wrong" not in app.view.contents()
+
+
+def test_an_event_that_fails_stops_nothing_after_it(server, make_app, monkeypatch):
+    app = make_app()
+    connected(app, server)
+    handle = app.handle
+
+    def buggy(event):
+        if isinstance(event, Notice) and event.text == "boom":
+            raise RuntimeError("a bug in the window")
+        return handle(event)
+
+    monkeypatch.setattr(app, "handle", buggy)
+    app.client.events.put(Notice("boom"))
+    app.client.events.put(Notice("after the bug"))
+    pump_until(app.root, lambda: "after the bug" in app.view.contents())
+    assert "RuntimeError: a bug in the window" in app.view.contents()
+    app.client.events.put(Notice("and later"))  # the poll goes on
+    pump_until(app.root, lambda: "and later" in app.view.contents())
+
+
+def test_our_line_confirmed_with_an_older_id_is_shown(server, make_app):
+    """A resend is answered with the first copy, whose id may be below lines
+    shown since (the echo was lost with the link): it is shown all the same."""
+    app = make_app()
+    connected(app, server)
+    app._show_pending("c9", Private("bob", "see you at 5", cid="c9"))
+    now = time.time()
+    app.client.events.put(Message(100, "bob", "a newer line", now))
+    app.client.events.put(PrivateMessage("ada", "bob", "see you at 5", now, "c9", 50))
+    pump_until(app.root, lambda: "a newer line" in app.view.contents())
+    pump_until(app.root, lambda: not app.view.text.tag_ranges("pending"))
+    assert shown_once(app, "see you at 5")  # confirmed, not dropped
+
+
+def test_a_line_unconfirmed_at_a_disconnect_is_settled_by_the_replay(server, make_app):
+    app = make_app()
+    connected(app, server)
+    app.submit("hello")
+    wait_for(lambda: [m.text for m in server.room.history()] == ["hello"])
+    app.disconnect()  # before the window took the echo
+    assert "not confirmed: disconnected" in app.view.contents()
+    connected(app, server)
+    pump_until(app.root, lambda: "not confirmed" not in app.view.contents())
+    assert shown_once(app, "ada: hello")
+    assert [m.text for m in server.room.history()] == ["hello"]
+
+
+def test_send_again_sends_the_same_line_not_a_second_copy(server, make_app):
+    with json_client(server.port, "bob") as bob:
+        app = make_app()
+        connected(app, server)
+        app.submit("/msg bob see you at 5")
+        assert bob.expect_json("private")["text"] == "see you at 5"
+        app.disconnect()  # before the window took the echo
+        connected(app, server)  # private lines are not replayed by default
+        click_send_again(app)
+        pump_until(
+            app.root,
+            lambda: not app._pending and not app.view.text.tag_ranges("failed"),
+            "the line confirmed",
+        )
+        assert shown_once(app, "see you at 5")
+        app.submit("after that")
+        seen = []
+        while not seen or seen[-1].get("text") != "after that":
+            seen.append(bob.next_json())
+        assert [m for m in seen if m["type"] == "private"] == []  # not twice
+
+
+def test_send_again_while_not_connected_keeps_the_line(server, make_app):
+    app = make_app()
+    connected(app, server)
+    app.submit("my careful answer")
+    app.disconnect()
+    click_send_again(app)
+    app.root.update()
+    assert "Not connected" in app.view.contents()
+    assert "my careful answer" in app.view.contents()
+    assert app.view.text.tag_ranges("failed")  # still there, to click again
+
+
+def test_a_comeback_that_finds_our_name_still_taken_keeps_trying(make_app):
+    with running_server() as first:
+        port = first.port
+        app = make_app()
+        connected(app, first)
+    pump_until(app.root, lambda: app.status.cget("text").startswith("Reconnecting"))
+    # The server came back with our name held, as by our own old connection
+    # that it has not dropped yet; it hangs up on a nameless one after 1 s.
+    with running_server(port=port, register_timeout=1.0) as second:
+        with json_client(port, "ada"):
+            pump_until(
+                app.root,
+                lambda: "old connection has not ended yet" in app.view.contents(),
+                "the refusal",
+                timeout=DEADLINE + 3,
+            )
+            assert app._dialog is None and app.client is not None
+        pump_until(
+            app.root,
+            lambda: app.client.connected and "ada" in app.users.names(),
+            "back in, once the name is free",
+            timeout=DEADLINE + 8,
+        )
+        assert "ada" in second.room.names()
+
+
+def test_a_line_too_long_to_send_gives_the_text_back(server, make_app):
+    app = make_app()
+    connected(app, server)
+    text = "z" * 9000
+    type_into(app.root, app.entry, text)
+    pump_until(app.root, lambda: "too long to send" in app.view.contents())
+    assert app.entry.get() == text  # to be cut down, not typed again
+    assert not app._pending and not app.view.text.tag_ranges("pending")
+
+
+def test_a_damaged_trusted_certificate_entry_is_ignored(tmp_path):
+    path = tmp_path / "settings.json"
+    path.write_text('{"trusted": {"h:1": 12345, "h:2": "AB:CD", "h:3": null}}')
+    assert Settings.load(path).trusted == {"h:2": "AB:CD"}

@@ -117,6 +117,7 @@ class ChatApp:
         self._retry_at = 0.0
         self._dialog: ConnectDialog | None = None
         self._pending: dict[str, Say | Private] = {}  # cid -> line not yet confirmed
+        self._failed_lines: dict[str, Say | Private] = {}  # cid -> shown as failed
         self.timeline = Timeline()  # which lines are shown already
         self._wire_panel: WirePanel | None = None  # View → Wire, when open
         #: Where "Find servers" sends its probe: the local network's broadcast
@@ -124,6 +125,7 @@ class ChatApp:
         self.find_targets = broadcast_addresses
         self._password: str | None = None  # for a reconnect after a TLS question
         self._advised: str | None = None  # the failure the doctor explained
+        self._was_in = False  # welcomed since the last connect(): a reconnect
         self._closed = False
         self._build()
         root.report_callback_exception = self.report_callback_exception
@@ -246,7 +248,8 @@ class ChatApp:
         s.save(self.settings_path)
         self.me = name
         self._password = password
-        self._advised: str | None = None  # the failure the doctor explained
+        self._advised = None
+        self._was_in = False
         pinned = s.trusted.get(f"{host}:{port}") if tls else None
         wire = self._wire_panel.feed if self._wire_panel is not None else None
         self.client = ChatClient(
@@ -281,25 +284,34 @@ class ChatApp:
         self._poll_id = None
         client = self.client
         more = False
-        if client is not None:
-            deadline = time.monotonic() + BUDGET
-            while client is self.client:
-                lines: list[Line] = []
-                for _ in range(CHUNK):
-                    try:
-                        event = client.events.get_nowait()
-                    except queue.Empty:
-                        break
+        try:
+            if client is not None:
+                more = self._handle_events(client)
+        finally:  # a bug in one event (shown by report_callback_exception)
+            if not self._closed:  # must not stop the window for good
+                self._poll_id = self.root.after(1 if more else POLL_MS, self._poll)
+
+    def _handle_events(self, client: ChatClient) -> bool:
+        """One poll's worth of ``client``'s events; True if more are waiting."""
+        deadline = time.monotonic() + BUDGET
+        while client is self.client:
+            lines: list[Line] = []
+            for _ in range(CHUNK):
+                try:
+                    event = client.events.get_nowait()
+                except queue.Empty:
+                    break
+                try:
                     lines += self.handle(event)
-                if lines:
-                    self.add_lines(lines)
-                if client.events.empty():
-                    break
-                if time.monotonic() > deadline:
-                    more = True
-                    break
-        if not self._closed:
-            self._poll_id = self.root.after(1 if more else POLL_MS, self._poll)
+                except Exception:  # our bug: say so, and go on with the rest
+                    self.report_callback_exception(*sys.exc_info())
+            if lines:
+                self.add_lines(lines)
+            if client.events.empty():
+                return False
+            if time.monotonic() > deadline:
+                return True
+        return False
 
     def handle(self, event: Event) -> list[Line]:
         """Update the window for one event; return the lines it adds."""
@@ -318,9 +330,11 @@ class ChatApp:
         if isinstance(event, Welcome):
             return self._welcomed(event)
         if isinstance(event, (Message, PrivateMessage)):
-            self._confirm(event)
-            if not self.timeline.fresh(event):
+            fresh = self.timeline.fresh(event)
+            if not self._confirm(event) and not fresh:
                 return []  # a resend's echo, or a replay: it is shown already
+            # (One of ours is shown even with an old id: a resend is answered
+            # with the first copy, which a lost link kept from us.)
         elif isinstance(event, Error) and event.cid in self._pending:
             self._failed(event.cid, event.text)
             return []
@@ -342,6 +356,12 @@ class ChatApp:
         elif isinstance(event, Users):
             self.users.set_users(event.users, self.me)
         elif isinstance(event, Error) and not (self.client and self.client.connected):
+            if event.code == "name_taken" and self._was_in:
+                # Coming back after a lost link: the name is most likely still
+                # held by our own old connection, which the server drops soon.
+                # The client keeps trying; so do we.
+                text = f"{event.text}: the old connection has not ended yet"
+                return [notice_line(f"{text}. Still trying.", "error")]
             if event.code == "name_taken":
                 return self._name_taken(event)
             if event.code == "bad_password":
@@ -359,9 +379,13 @@ class ChatApp:
         highest id shown is one we have: nothing is shown twice.  Coming back
         to the same room, what was missed goes under a divider.
         """
+        self._was_in = True
         missed, coming_back = self.timeline.welcome(event.room, event.history)
-        for line in event.history:
-            self._confirm(line)
+        # Ours that were waiting are shown even when older than what is
+        # shown already (a private line is answered late, below newer ones).
+        shown = {id(line) for line in missed}
+        shown.update(id(line) for line in event.history if self._confirm(line))
+        missed = tuple(line for line in event.history if id(line) in shown)
         self.me = event.name
         self.users.set_users(event.users, self.me)
         assert self.client is not None
@@ -375,31 +399,47 @@ class ChatApp:
             return [divider_line("while you were away"), *lines[:-1], welcome_back]
         return lines
 
-    def _confirm(self, line: Message | PrivateMessage) -> None:
-        """A line of ours came back from the room: it is no longer pending."""
-        if line.cid and self._pending.pop(line.cid, None) is not None:
-            self.view.remove_pending(line.cid)
+    def _confirm(self, line: Message | PrivateMessage) -> bool:
+        """A line of ours came back from the room: it is no longer pending
+        (or failed).  True if it was one we were waiting for."""
+        cid = line.cid
+        if not cid or (
+            self._pending.pop(cid, None) is None
+            and self._failed_lines.pop(cid, None) is None
+        ):
+            return False
+        self.view.remove_pending(cid)
+        return True
 
     def _failed(self, cid: str, reason: str) -> None:
         """The room refused a line: show why; a click sends it again."""
-        line = self._pending.pop(cid)
-        self.view.fail_pending(cid, reason, lambda: self._retry(cid, line))
+        self._failed_lines[cid] = self._pending.pop(cid)
+        self.view.fail_pending(cid, f"not sent: {reason}", lambda: self._retry(cid))
 
     def _fail_all_pending(self, reason: str) -> None:
         """The client stopped for good: its waiting lines will not go by
-        themselves (a click sends one again once connected)."""
+        themselves (a click sends one again once connected).  The room may
+        have them already: only the echo was missing."""
         for cid in list(self._pending):
-            self._failed(cid, reason)
+            self._failed_lines[cid] = self._pending.pop(cid)
+            note = f"not confirmed: {reason}"
+            self.view.fail_pending(cid, note, lambda cid=cid: self._retry(cid))
 
-    def _retry(self, cid: str, line: Say | Private) -> None:
-        if not self.view.remove_pending(cid):
-            return  # clicked twice
-        text = line.text
-        if isinstance(line, Private):
-            text = f"/msg {line.to} {text}"
-        elif line.me:
-            text = f"/me {text}"
-        self.submit(text)
+    def _retry(self, cid: str) -> None:
+        """A click on a failed line: send it again, with the same ``cid``, so
+        that a room which has it already answers with it, not a second copy."""
+        line = self._failed_lines.get(cid)
+        if line is None:
+            return  # clicked twice, or the room confirmed it meanwhile
+        if self.client is None:  # keep it: it can be sent once connected
+            self.add_lines(
+                [notice_line("Not connected: use Chat → Connect… first.", "error")]
+            )
+            return
+        del self._failed_lines[cid]
+        self.view.remove_pending(cid)
+        self.client.send(line)
+        self._show_pending(cid, line)
 
     def _disconnected(self, event: Disconnected) -> list[Line]:
         self.users.clear()
@@ -502,11 +542,19 @@ class ChatApp:
         cid = self.client.send(parsed)
         if cid is not None:  # a chat line: shown at once, waiting for the room
             assert isinstance(parsed, (Say, Private))
-            to = parsed.to if isinstance(parsed, Private) else None
-            me = bool(getattr(parsed, "me", False))
-            self._pending[cid] = parsed
-            self.view.add_pending(cid, pending_line(parsed.text, me, to, self.me))
-            self.view.text.see("end")
+            self._show_pending(cid, dataclasses.replace(parsed, cid=cid))
+        elif isinstance(parsed, (Say, Private)) and not self.entry.get():
+            # Refused before sending (too long; an error event says why):
+            # give the text back, to be cut down rather than typed again.
+            self.entry.insert(0, text)
+
+    def _show_pending(self, cid: str, line: Say | Private) -> None:
+        """Show a line sent and not yet confirmed (greyed, with a clock)."""
+        to = line.to if isinstance(line, Private) else None
+        me = bool(getattr(line, "me", False))
+        self._pending[cid] = line
+        self.view.add_pending(cid, pending_line(line.text, me, to, self.me))
+        self.view.text.see("end")
 
     def recall(self, step: int) -> str:
         """Up/Down in the entry: bring back earlier lines."""

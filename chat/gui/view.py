@@ -131,8 +131,9 @@ class MessageView(ttk.Frame):
             self.text.configure(state="disabled")
         return True
 
-    def fail_pending(self, cid: str, reason: str, retry: Callable[[], None]) -> None:
-        """The line was refused: show it failed, and send it again on a click."""
+    def fail_pending(self, cid: str, note: str, retry: Callable[[], None]) -> None:
+        """The line was refused, or not confirmed: say so (``note``), and send
+        it again on a click."""
         tag = f"cid-{cid}"
         ranges = self.text.tag_ranges(tag)
         if not ranges:
@@ -143,7 +144,7 @@ class MessageView(ttk.Frame):
         try:
             text.tag_remove("pending", start, end)
             text.tag_add("failed", start, end)
-            note = f"  ✗ not sent: {reason.rstrip('.')} (click to send again)"
+            note = f"  ✗ {note.rstrip('.')} (click to send again)"
             text.insert(f"{end} - 1 chars", note, ("failed", "retry", tag))
         finally:
             text.configure(state="disabled")
