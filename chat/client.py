@@ -367,14 +367,18 @@ class ChatClient:
             # One timeout serves both threads: recv is only called once poll
             # says there is data, so it only bounds sendall.
             sock.settimeout(SEND_TIMEOUT)
-            tls, pending = None, b""
-            if self.tls:
-                tls, pending, refusal = self._start_tls(sock)
-                if refusal is not None:
-                    return refusal
-            link = _Link(sock, tls)
+            # Known before the TLS handshake, so that close() can end that too
+            # (the writer sends nothing on it before the welcome).
+            link = _Link(sock, None)
             with self._lock:
                 self._link = link
+            if self._stopping.is_set():  # closed before it was known
+                return _Ending("closed", fatal=True)
+            pending = b""
+            if self.tls:
+                link.tls, pending, refusal = self._start_tls(sock)
+                if refusal is not None:
+                    return refusal
             self._emit(Connected(self.host, self.port))
             hello = Hello(self.name, self.password, self.last_id, self.room)
             self._send_on(link, encode(hello))

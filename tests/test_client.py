@@ -267,6 +267,22 @@ def test_a_connect_that_hangs_can_be_cancelled(make_client):
                 filler.close()
 
 
+def test_a_tls_handshake_that_hangs_can_be_cancelled(make_client):
+    """A server that takes the connection and never answers the handshake."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(DEADLINE)
+        port = listener.getsockname()[1]
+        client = make_client(port, tls=True, fingerprint="AA", connect_timeout=30)
+        silent, _ = listener.accept()
+        with silent:
+            silent.settimeout(DEADLINE)
+            assert silent.recv(1)  # its handshake began, and waits for us
+            started = time.monotonic()
+            client.close(timeout=1.0)
+            assert not client._reader.is_alive()
+            assert time.monotonic() - started < 1.5
+
+
 @pytest.mark.parametrize(
     ("exc", "word"),
     [
