@@ -176,7 +176,7 @@ class JsonSession(Session):
                 self._flush(batch)
                 cid = exc.cid or getattr(message, "cid", None)
                 self.tell(Error(exc.code, exc.text, cid))
-        self._flush_reporting(batch)
+        self._flush(batch)
 
     def _decode(self, line: bytes | LineTooLong) -> ClientMessage:
         if isinstance(line, LineTooLong):
@@ -188,24 +188,20 @@ class JsonSession(Session):
             raise ProtocolError("empty", "there is no text to send", say.cid)
         return say
 
-    def _flush_reporting(self, batch: list[Say]) -> None:
-        """The last flush of a read: a refusal (kicked meanwhile) goes to the peer."""
-        try:
-            self._flush(batch)
-        except ProtocolError as exc:
-            self.tell(Error(exc.code, exc.text, exc.cid))
-
     def _flush(self, batch: list[Say]) -> None:
-        """Broadcast the batch; if the room refuses it, each line is told so."""
+        """Broadcast the batch; if the room refuses it, each line is told so.
+
+        Raises nothing: a refusal (muted, kicked meanwhile) is the answer to
+        those lines only, and the lines after them in the same read still
+        get theirs.
+        """
         if not batch:
             return
         try:
             self.room.say(self.member, batch)
         except ProtocolError as exc:
-            for say in batch[1:]:  # the caller reports the first
+            for say in batch:
                 self.tell(Error(exc.code, exc.text, say.cid))
-            exc.cid = exc.cid or batch[0].cid
-            raise
         finally:
             batch.clear()
 
@@ -282,7 +278,7 @@ class PlainSession(JsonSession):
                 self.tell(Error(exc.code, exc.text))
                 if self.member.name is None and not self.ended:
                     self._ask_again(exc)
-        self._flush_reporting(batch)
+        self._flush(batch)
 
     def _text(self, line: bytes | LineTooLong) -> str | None:
         """The line as text, ``None`` if blank.  A line that cannot be text

@@ -472,3 +472,48 @@ def test_a_say_that_fails_to_decode_still_names_its_cid():
     alice.receive([line(type="say", text=5, cid="c9")])
     [error] = received(alice.member)
     assert (error.code, error.cid) == ("bad_message", "c9")
+
+
+@pytest.mark.parametrize(
+    "after, answer",
+    [
+        (b"not json", (Error, "bad_json")),
+        (TOO_LONG, (Error, "too_long")),
+        (line(type="ping"), (Pong, None)),
+    ],
+    ids=["bad json", "too long", "ping"],
+)
+def test_a_refused_batch_is_answered_and_so_is_the_line_after_it(after, answer):
+    # Regression: the refusal of a batch escaped receive(), which the server
+    # takes for a broken stream (it hung up), and a ping after it went
+    # unanswered.
+    room = Room()
+    alice = json_session(room)
+    alice.receive([HELLO_ALICE])
+    room.mute("alice")
+    received(alice.member)
+    alice.receive(
+        [
+            line(type="say", text="one", cid="c1"),
+            line(type="say", text="two", cid="c2"),
+            after,
+        ]
+    )
+    first, second, last = received(alice.member)
+    assert [(first.code, first.cid), (second.code, second.cid)] == [
+        ("muted", "c1"),
+        ("muted", "c2"),
+    ]
+    assert (type(last), getattr(last, "code", None)) == answer
+    assert not alice.ended
+
+
+def test_a_refused_plain_batch_is_answered_and_so_is_the_line_after_it():
+    room = Room()
+    alice = plain_session(room, show=encode)
+    alice.receive([b"alice"])
+    room.mute("alice")
+    received(alice.member)
+    alice.receive([b"one", b"two", b"\xff"])
+    assert codes(received(alice.member)) == ["muted", "muted", "bad_utf8"]
+    assert not alice.ended
