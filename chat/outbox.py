@@ -20,7 +20,8 @@ the end of that round.
 A connection that stops reading fills its kernel buffer; the writer then
 parks its unsent bytes (its *backlog*) and waits (with ``selectors``) for it
 to become writable, while it goes on serving everyone else.  Once more than
-``limit`` bytes wait, the connection is ended as a *slow consumer*.
+``limit`` bytes wait, or it has been behind for ``BEHIND_LIMIT`` seconds on
+end, the connection is ended as a *slow consumer*.
 
 Ownership of the socket: the connection's reader thread only calls ``recv``.
 Every other socket call (send, shutdown, close) happens on the writer thread,
@@ -45,6 +46,10 @@ DEFAULT_LIMIT = 1024 * 1024
 #: room as a whole is sending faster than it can deliver, and the readers wait
 #: (``Writer.wait_for_room``).  A minority behind slows nobody down.
 HIGH_WATER = 256 * 1024
+#: Seconds an outbox may stay behind without a break before it is ended as a
+#: slow consumer, although under its limit: a few connections that never
+#: read would otherwise hold a small room at capacity for good.
+BEHIND_LIMIT = 10.0
 #: Readers also wait while this many bytes of events are not yet taken by the
 #: writer: the writer cannot keep up (it is starved of CPU), and more events
 #: would only pile up in memory.
@@ -78,6 +83,7 @@ class Outbox:
         self._queued = 0  # bytes put and not yet sent, as last settled
         self._ended = False  # no more puts are accepted
         self._behind = False  # counted in writer._behind
+        self._behind_since = 0.0  # when it last fell behind, or 0 if it is not
         self.end_reason: str | None = None
         # Writer thread only:
         self._done = False  # an ending was taken: later events skip it
@@ -92,6 +98,11 @@ class Outbox:
         self._finished = False  # the socket is closed
 
     @property
+    def ended(self) -> bool:
+        """Hung up, aborted, closed or lost: no more puts are accepted."""
+        return self._ended  # set once, never cleared: a glance is enough
+
+    @property
     def queued(self) -> int:
         """Bytes waiting to be sent (as of the writer's last round)."""
         with self._writer._lock:
@@ -103,10 +114,11 @@ class Outbox:
         with writer._lock:
             if self._ended:
                 return
-            queued = self._queued = self._queued + len(data)
-            if queued > self.limit:
+            queued = self._queued + len(data)
+            if queued > self.limit:  # refused: never sent, so never counted
                 self._end("slow consumer")
             else:
+                self._queued = queued
                 if queued > HIGH_WATER and not self._behind:
                     writer._note_level(self)
                 writer._events.append((self, data, None))
@@ -222,7 +234,8 @@ class Writer:
         """Recount ``outbox`` as behind or not (``_lock`` held).
 
         It falls behind above ``HIGH_WATER`` and catches up below half of it,
-        so a level near the mark does not flap.
+        so a level near the mark does not flap.  The moment it falls behind
+        starts its ``BEHIND_LIMIT`` (``_wait`` ends it when that passes).
         """
         if outbox._ended:
             behind = False
@@ -232,6 +245,7 @@ class Writer:
             behind = outbox._queued > HIGH_WATER
         if behind != outbox._behind:
             outbox._behind = behind
+            outbox._behind_since = time.monotonic() if behind else 0.0
             self._behind += 1 if behind else -1
             if not behind:
                 self._room.notify_all()
@@ -522,7 +536,11 @@ class Writer:
             self._selector.unregister(outbox.sock)
 
     def _wait(self, poll_only: bool) -> None:
-        """Sleep until woken, a socket has room, or a deadline is due."""
+        """Sleep until woken, a socket has room, or a deadline is due.
+
+        The deadlines: a hang-up's or a close's ``LINGER``, and the
+        ``BEHIND_LIMIT`` of an outbox behind (which waits for its socket too).
+        """
         timeout = 0.0 if poll_only else self._next_timeout()
         if timeout:
             with self._lock:
@@ -542,8 +560,11 @@ class Writer:
                 self._send_backlog(key.data)
                 self._settle(key.data)
         now = time.monotonic()
-        for outbox in [o for o in self._waiting if o._deadline and now > o._deadline]:
-            self._settle(outbox)
+        for outbox in list(self._waiting):
+            if outbox._deadline and now > outbox._deadline:
+                self._settle(outbox)
+            elif outbox._behind_since and now - outbox._behind_since > BEHIND_LIMIT:
+                self._lost(outbox, "slow consumer")
 
     def _drain_wake(self) -> None:
         try:
@@ -554,6 +575,9 @@ class Writer:
 
     def _next_timeout(self) -> float:
         deadlines = [o._deadline for o in self._waiting if o._deadline]
+        deadlines += [
+            o._behind_since + BEHIND_LIMIT for o in self._waiting if o._behind_since
+        ]
         if not deadlines:
             return 1.0
         return min(1.0, max(0.0, min(deadlines) - time.monotonic()) + 0.001)

@@ -128,6 +128,11 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.config = config or ServerConfig()
         if ":" in self.config.host:
             self.address_family = socket.AF_INET6
+        # First, before any thread or socket exists: bad certificate files
+        # raise here and leave nothing behind.
+        self.tls_context: ssl.SSLContext | None = None
+        if self.config.tls_cert:
+            self.tls_context = server_context(self.config.tls_cert, self.config.tls_key)
         # All of this exists before binding: when the bind fails (a port in
         # use), socketserver calls server_close(), which needs it, then raises.
         # Half the outbox for a welcome: a long history never makes a newcomer
@@ -149,9 +154,6 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             flood_rate=self.config.flood_rate,
             flood_burst=self.config.flood_burst,
         )
-        self.tls_context: ssl.SSLContext | None = None
-        if self.config.tls_cert:
-            self.tls_context = server_context(self.config.tls_cert, self.config.tls_key)
         self._lock = threading.Lock()
         self._handlers: set[ChatHandler] = set()  # guarded by _lock
         self._readers: set[threading.Thread] = set()  # guarded by _lock
@@ -390,7 +392,12 @@ class ChatHandler(socketserver.BaseRequestHandler):
                 if pending:
                     data, pending = pending, b""
                 elif not self.server.writer.wait_for_room(ROOM_WAIT):
-                    continue  # the room is saturated: read nothing more yet
+                    # The room is saturated: read nothing more yet.  Nor look
+                    # at the clock: a client we do not read is not silent
+                    # (what it sent is read first, once there is room).
+                    if self.outbox.ended:  # hung up or kicked meanwhile
+                        break
+                    continue
                 else:
                     data = self._recv(self._time_to_next_check())
                 if data == b"":
@@ -427,8 +434,13 @@ class ChatHandler(socketserver.BaseRequestHandler):
         log.debug("%s closed: %s", self.address, reason)
 
     def hang_up(self, text: str) -> None:
-        """Say ``text`` and end the connection (any thread; never blocks)."""
-        if self.member.name is None:  # not in the room, which says it to members
+        """Say ``text`` and end the connection (any thread; never blocks).
+
+        Before the TLS handshake is done, nothing is said: it would go out in
+        plain text, in the middle of the handshake.
+        """
+        in_clear = self.server.tls_context is not None and self.outbox.transform is None
+        if self.member.name is None and not in_clear:  # the room tells members
             self.outbox.put(self.member.render(Notice(text)))
         self.outbox.hang_up()
 

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from chat import client as client_module
+from chat import outbox as outbox_module
 from chat.client import ChatClient, Disconnected, Welcome
 from chat.limits import MIN_STRIKES, FloodGuard, TokenBucket
 from tests.helpers import (
@@ -373,4 +374,79 @@ def test_a_room_at_capacity_slows_its_sender_instead_of_dropping_everyone():
                 assert server.room.names() == ("r0", "r1", "r2", "r3", "sender")
         finally:
             for client in receivers:
+                client.close()
+
+
+def non_reader(server, name: str) -> LineClient:
+    """A JSON member that never reads after its welcome, with small buffers
+    on both sides: what the room sends it piles up in its outbox at once."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(DEADLINE)
+    sock.connect(("127.0.0.1", server.port))
+    client = LineClient(server.port, sock=sock)
+    client.send_json(type="hello", name=name)
+    assert client.next_json()["type"] == "welcome"
+    [handler] = [h for h in server.connections() if h.member.name == name]
+    handler.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    return client
+
+
+def flood(lines: int) -> bytes:
+    return b"".join(b"%d %s\n" % (i, b"x" * 1000) for i in range(lines))
+
+
+def room_of_non_readers(monkeypatch, behind_limit: float) -> None:
+    """Small marks, so that two members who never read fill the room at once."""
+    monkeypatch.setattr(outbox_module, "HIGH_WATER", 16 * 1024)
+    monkeypatch.setattr(outbox_module, "MAX_PENDING", 8 * 1024)
+    monkeypatch.setattr(outbox_module, "BEHIND_LIMIT", behind_limit)
+
+
+def test_members_who_never_read_cannot_hold_the_room_up_for_good(monkeypatch):
+    # Regression: two of three members that stopped reading, each under its
+    # outbox limit, kept the room at capacity: every reader waited for room,
+    # nobody could say anything again, and no clock ran out.
+    room_of_non_readers(monkeypatch, behind_limit=1.0)
+    with running_server() as server:
+        stalled = [non_reader(server, name) for name in ("a", "b")]
+        try:
+            # Plain: it gets no echoes, so it is never behind itself.
+            with plain_client(server.port, "talker") as talker:
+                talker.send_raw(flood(100))
+                wait_for(lambda: not server.writer.wait_for_room(0), what="a full room")
+                talker.send_line("/who")  # while the room is full
+                talker.expect_text(" here: ")  # answered in the end
+                wait_for(lambda: server.room.names() == ("talker",), what="a, b gone")
+                talker.send_line("/who")
+                talker.expect_text("* 1 user here: talker")
+                left = sorted(line for line in talker.lines if b" left (" in line)
+                assert left == [
+                    b"* a left (slow consumer)",
+                    b"* b left (slow consumer)",
+                ]
+        finally:
+            for client in stalled:
+                client.close()
+
+
+def test_a_member_kicked_while_the_room_is_at_capacity_is_let_go(monkeypatch):
+    # Its reader waits for room, not in recv: it must notice the kick there.
+    room_of_non_readers(monkeypatch, behind_limit=600.0)  # no other way out
+    with running_server() as server:
+        stalled = [non_reader(server, name) for name in ("a", "b")]
+        try:
+            with plain_client(server.port, "talker") as talker:
+                [handler] = [
+                    h for h in server.connections() if h.member.name == "talker"
+                ]
+                talker.send_raw(flood(150))
+                wait_for(lambda: not server.writer.wait_for_room(0), what="a full room")
+                # Lines the server has not read: its reader is not in recv.
+                assert handler.session.lines_in < 150
+                assert server.room.kick("talker", "enough")
+                wait_for(lambda: handler not in server.connections(), what="its end")
+                assert server.room.names() == ("a", "b")
+        finally:
+            for client in stalled:
                 client.close()

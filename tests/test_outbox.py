@@ -146,6 +146,17 @@ def test_a_reader_that_never_reads_is_dropped_as_a_slow_consumer(writer):
     stalled.close()
 
 
+def test_a_put_refused_at_the_limit_is_not_counted(writer):
+    # Regression: the refused bytes were never sent, yet stayed in the count.
+    pair = Pair(writer, limit=1000)
+    pair.outbox.put(b"a" * 10)
+    pair.outbox.put(b"b" * 5000)  # past the limit: refused, and the end of it
+    assert pair.outbox.end_reason == "slow consumer"
+    assert b"b" not in pair.read_to_end()  # the writer has shut it down
+    wait_for(lambda: pair.outbox.queued == 0, what="the count to settle")
+    pair.close()
+
+
 def test_hang_up_sends_what_is_queued_then_ends_the_connection(writer):
     pair = Pair(writer)
     pair.outbox.put(b"last words\n")
@@ -257,6 +268,21 @@ def test_an_ending_outbox_never_holds_the_room_up(writer):
     assert writer.wait_for_room(DEADLINE)
     for pair in pairs:
         pair.close()
+
+
+def test_an_outbox_behind_for_too_long_is_ended_even_under_its_limit(
+    writer, monkeypatch
+):
+    # Regression: a few connections that never read, each under its limit,
+    # could hold a small room at capacity for good.
+    monkeypatch.setattr(outbox_module, "BEHIND_LIMIT", 0.3)
+    stalled = Pair(writer, limit=16 * HIGH_WATER)
+    stalled.shrink_buffers()
+    fill(stalled, 2 * HIGH_WATER)  # and then nothing happens: no put, no read
+    assert not writer.wait_for_room(0.1)
+    wait_for(lambda: stalled.outbox.end_reason == "slow consumer", what="its end")
+    assert writer.wait_for_room(DEADLINE)
+    stalled.close()
 
 
 # -- broadcasts: one event for many outboxes ---------------------------------

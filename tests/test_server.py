@@ -14,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import socket
 import struct
 import threading
 import time
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -737,6 +739,21 @@ def test_a_kicked_member_is_told_why_and_disconnected(server):
         assert server.room.names() == ("alice",)
 
 
+def test_a_muted_member_whose_say_comes_with_a_bad_line_stays_connected(server):
+    # Regression: the refusal of the say escaped the session, and the server
+    # hung up as if the stream could not be trusted.
+    with json_client(server.port, "alice") as alice:
+        assert server.room.mute("alice")
+        alice.expect_json("notice")
+        alice.send_raw(b'{"type":"say","text":"hi","cid":"c1"}\nnot json\n')
+        muted, bad = alice.next_json(), alice.next_json()
+        assert (muted["code"], muted["cid"]) == ("muted", "c1")
+        assert bad["code"] == "bad_json"
+        alice.send_json(type="ping")
+        assert alice.next_json() == {"type": "pong"}
+        assert server.room.names() == ("alice",)
+
+
 def test_shutdown_says_goodbye_to_everyone_and_frees_the_port():
     with contextlib.ExitStack() as clients:
         with running_server() as server:
@@ -768,6 +785,34 @@ def test_a_port_in_use_raises_and_leaves_nothing_running():
         with pytest.raises(OSError) as raised:
             ChatServer(ServerConfig(host="127.0.0.1", port=port))
         assert raised.value.errno == errno.EADDRINUSE
+
+
+def test_a_connection_hung_up_before_its_tls_handshake_hears_nothing_in_clear():
+    # Regression: hang_up() put a plain-text notice on the outbox before the
+    # handshake had set its encryption, and the writer sent it in the clear.
+    data = Path(__file__).parent / "data"
+    cert, key = str(data / "localhost.pem"), str(data / "localhost.key")
+    with (
+        running_server(tls_cert=cert, tls_key=key) as server,
+        LineClient(server.port) as raw,  # says nothing: the handshake waits
+    ):
+        [handler] = wait_for(server.connections, what="the connection")
+        assert handler.outbox.transform is None
+        handler.hang_up(GOODBYE)
+        assert raw.expect_closed() == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux's /proc")
+def test_bad_certificate_files_raise_and_leave_nothing_running(tmp_path):
+    # Regression: the history writer thread and the writer's socket pair,
+    # made before the TLS context, were left behind.
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("this is not a certificate\n", encoding="ascii")
+    threads, fds = set(threading.enumerate()), set(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError):  # ssl.SSLError included
+        ChatServer(ServerConfig(host="127.0.0.1", port=0, tls_cert=str(garbage)))
+    assert [t.name for t in threading.enumerate() if t not in threads] == []
+    assert set(os.listdir("/proc/self/fd")) - fds == set()
 
 
 def test_shutdown_does_not_wait_long_for_a_client_that_never_reads():
