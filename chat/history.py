@@ -68,10 +68,11 @@ class History:
             self._forgotten = store.forgotten()
             if stored and len(stored) == self._lines.maxlen:  # older ones may
                 self._forgotten = max(self._forgotten, (stored[0].id or 1) - 1)
-            for line in stored:
-                self._lines.append(line)
-                if line.cid:
-                    self._remember(line)
+            self._lines.extend(stored)
+            # Resends are known by cid for CID_WINDOW: also those of lines
+            # further back than the ones kept in memory.
+            for line in store.with_cids(clock() - CID_WINDOW, MAX_CIDS):
+                self._remember(line)
 
     def next_id(self) -> int:
         """The id for the next line: one more than any ever given."""

@@ -177,6 +177,15 @@ class Store:
             raise StoreError(_explain(exc, where)) from None
         try:
             db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            # Before anything is written to it: a database of another program
+            # is refused as it is, not half turned into ours.
+            if not _ours_or_new(db):
+                db.close()
+                raise StoreError(
+                    f"The history database {where} belongs to another program "
+                    "(its tables are not a chat history). Choose another file "
+                    "with --db PATH."
+                )
             if where != MEMORY:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")  # safe from a kill -9
@@ -207,6 +216,8 @@ class Store:
             last_id = max(last_id, int(given))
         if self.crashed:
             last_id += CRASH_GAP
+            # Kept at once: a clean stop before any new id must not lose it.
+            self._db.execute(_GIVEN, (str(last_id),))
             log.warning(
                 "The last server on %s stopped without saving its last moments "
                 "(killed?): message ids go on from %d, so that none is given twice.",
@@ -214,17 +225,26 @@ class Store:
                 last_id + 1,
             )
         rows = self._db.execute(
-            "SELECT id, sender, text, ts, me, cid, recipient FROM messages "
-            "ORDER BY id DESC LIMIT ?",
-            (count,),
+            f"SELECT {_COLUMNS} FROM messages ORDER BY id DESC LIMIT ?", (count,)
         ).fetchall()
-        messages: list[Stored] = []
-        for id_, sender, text, ts, me, cid, recipient in reversed(rows):
-            if recipient is None:
-                messages.append(Message(id_, sender, text, ts, bool(me) or None, cid))
-            else:
-                messages.append(PrivateMessage(sender, recipient, text, ts, cid, id_))
-        return last_id, messages
+        return last_id, [_stored(row) for row in reversed(rows)]
+
+    def with_cids(self, since: float, count: int) -> list[Stored]:
+        """The last ``count`` messages with a ``cid`` said at ``since`` (a
+        time) or later, oldest first: so a resend is known across a restart,
+        however many lines came after it.  Call before ``start``."""
+        found: list[Stored] = []
+        cursor = self._db.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE cid IS NOT NULL ORDER BY id DESC"
+        )
+        try:
+            for row in cursor:  # newest first: stop at the first too old
+                if row[3] < since or len(found) >= count:
+                    break
+                found.append(_stored(row))
+        finally:
+            cursor.close()
+        return found[::-1]
 
     def forgotten(self) -> int:
         """The highest id ``/clear`` deleted (0: never cleared)."""
@@ -376,6 +396,30 @@ def _check_writable(path: Path) -> None:
                 f"({exc.strerror or exc}). Fix its permissions, or choose "
                 "another file with --db PATH."
             ) from None
+
+
+_COLUMNS = "id, sender, text, ts, me, cid, recipient"
+
+
+def _stored(row: tuple) -> Stored:
+    id_, sender, text, ts, me, cid, recipient = row
+    if recipient is None:
+        return Message(id_, sender, text, ts, bool(me) or None, cid)
+    return PrivateMessage(sender, recipient, text, ts, cid, id_)
+
+
+def _ours_or_new(db: sqlite3.Connection) -> bool:
+    """Is this database empty, or a chat history (ours)?"""
+    tables = {
+        name
+        for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    if not tables:
+        return True
+    if "messages" not in tables or "sqlite_sequence" not in tables:
+        return False  # (AUTOINCREMENT makes sqlite_sequence: ids are never reused)
+    columns = [row[1] for row in db.execute("PRAGMA table_info(messages)")]
+    return columns == _COLUMNS.split(", ")
 
 
 def _explain(exc: sqlite3.Error, where: str) -> str:

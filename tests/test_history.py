@@ -56,6 +56,10 @@ class RecordingStore:
         last_id, lines = self._loaded
         return last_id, lines[-count:]
 
+    def with_cids(self, since: float, count: int) -> list:
+        lines = [line for line in self._loaded[1] if line.cid and line.ts >= since]
+        return lines[-count:]
+
     def add(self, line) -> None:
         self.added.append(line)
 
@@ -381,5 +385,28 @@ def test_ids_go_on_after_a_cleared_history_is_reopened(tmp_path):
     try:
         assert history.recent() == ()
         assert history.next_id() == 4
+    finally:
+        store.stop()
+
+
+def test_a_resend_is_known_after_a_restart_however_many_lines_came_after(tmp_path):
+    """The cids come back from the whole window in the file, not only from
+    the lines kept in memory (here 3)."""
+    path = tmp_path / "h.db"
+    store = Store.open(path)
+    first = History(size=3, cap=3, store=store, clock=Clock())
+    store.start()
+    first.add(said(first.next_id(), cid="ada-1"))
+    for _ in range(10):
+        first.add(said(first.next_id(), "bob"))
+    store.stop()
+    store = Store.open(path)
+    try:
+        later = Clock(T0 + CID_WINDOW / 2)
+        again = History(size=3, cap=3, store=store, clock=later)
+        assert ids(again.recent()) == [9, 10, 11]
+        assert again.repeat("ada", "ada-1") == said(1, cid="ada-1")
+        later.now = T0 + CID_WINDOW + 1  # and the window still closes
+        assert again.repeat("ada", "ada-1") is None
     finally:
         store.stop()

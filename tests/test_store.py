@@ -8,6 +8,7 @@ a ``kill -9`` would leave them) and opens the copy.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import sqlite3
@@ -511,3 +512,46 @@ def test_batches_are_cut_into_few_statement_shapes():
         assert len(sizes) <= count // ROWS_PER_INSERT + 7
         shapes.update(sizes)
     assert shapes == {1, 2, 4, 8, 16, 32, 64, 128}
+
+
+def test_the_jump_after_a_crash_survives_a_clean_stop_that_gave_no_id(tmp_path):
+    """A start after a crash that says nothing and stops cleanly must not take
+    the jump back: the ids lost in the crash may have reached clients."""
+    path = tmp_path / "h.db"
+    store = opened(path)
+    try:
+        store.add(said(1))
+        wait_for(lambda: on_disk(path, tmp_path / "copy"), what="line 1 on disk")
+        crash = tmp_path / "copy" / "snapshot.db"
+    finally:
+        store.stop()
+    after_crash = reopened(crash)[0]  # then a clean stop, no id given
+    assert after_crash >= 1 + store_module.CRASH_GAP
+    assert reopened(crash)[0] == after_crash
+
+
+def test_a_database_of_another_program_is_refused_untouched(tmp_path):
+    path = tmp_path / "other.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE messages (id INTEGER PRIMARY KEY, body TEXT)")
+        db.execute("INSERT INTO messages (body) VALUES ('theirs')")
+        db.commit()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="belongs to another program"):
+        Store.open(path)
+    assert path.read_bytes() == before  # not turned into WAL, no table added
+
+
+def test_the_cids_of_a_window_come_back_oldest_first(tmp_path):
+    path = tmp_path / "h.db"
+    store = opened(path)
+    for id_, ts, cid in [(1, 100.0, "old"), (2, 200.0, "a"), (3, 210.0, None)]:
+        store.add(Message(id_, "ada", f"line {id_}", ts, None, cid))
+    store.add(Message(4, "ada", "line 4", 220.0, None, "b"))
+    store.stop()
+    store = Store.open(path)
+    try:
+        assert [m.cid for m in store.with_cids(150.0, 10)] == ["a", "b"]
+        assert [m.cid for m in store.with_cids(150.0, 1)] == ["b"]
+    finally:
+        store.stop()
