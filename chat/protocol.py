@@ -593,8 +593,15 @@ def looks_like_json(line: bytes) -> bool:
 # Names and text
 
 _NAME_PUNCTUATION = frozenset("-_.")
-#: Hangul fillers are letters to Unicode, but they draw nothing.
-_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+#: Characters a name may not hold although Unicode calls them letters or
+#: marks: they draw nothing, so "alice" and "alice" plus one of them would
+#: look the same.  Hangul fillers; the combining grapheme joiner; Khmer's
+#: inherent vowels; Mongolian and all other variation selectors.
+_INVISIBLE_LETTERS = frozenset(
+    "\u115f\u1160\u3164\uffa0\u034f\u17b4\u17b5\u180b\u180c\u180d\u180f"
+    + "".join(map(chr, range(0xFE00, 0xFE10)))
+    + "".join(map(chr, range(0xE0100, 0xE01F0)))
+)
 
 
 def check_name(name: str) -> str:

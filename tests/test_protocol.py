@@ -811,9 +811,16 @@ def test_text_without_controls_is_never_changed(text):
     assert escape_text(text) == text
 
 
-@pytest.mark.parametrize("filler", ["\u115f", "\u1160", "\u3164", "\uffa0"])
+@pytest.mark.parametrize(
+    "filler",
+    [
+        *("\u115f", "\u1160", "\u3164", "\uffa0"),  # Hangul fillers
+        *("\u034f", "\u17b4", "\u180b", "\ufe00", "\ufe0f", "\U000e0100"),  # marks
+    ],
+)
 def test_invisible_letters_make_no_name(filler):
-    for name in (filler, f"a{filler}", f"{filler}{filler}"):
+    # "alice" and "alice" with one of these after it would look the same.
+    for name in (filler, f"a{filler}", f"{filler}{filler}", f"alice{filler}"):
         with pytest.raises(ProtocolError) as refused:
             check_name(name)
         assert "invisible" in refused.value.text
