@@ -42,8 +42,9 @@ from .protocol import (
     Message,
     PrivateMessage,
     Welcome,
+    escape_text,
 )
-from .terminal import StdinReader
+from .terminal import TOO_LONG, StdinReader
 from .timeline import Timeline
 from .wire import Chunk, WireLog, format_record
 
@@ -171,7 +172,9 @@ class ConsoleView:
         return lines
 
     def _disconnected(self, event: Disconnected) -> list[str]:
-        reason = event.reason.rstrip(".")
+        # The reason may quote the server (an error, a kick, a last notice):
+        # another program's server could send terminal escapes.
+        reason = escape_text(event.reason).rstrip(".")
         if event.retry_in is not None:
             return [f"* Disconnected: {reason}. Trying again in {event.retry_in} s."]
         tips = advise(event.failure, self.client.host, self.client.port)
@@ -229,7 +232,9 @@ def chat(args: argparse.Namespace, show: Printer) -> int:
         client.wait_until_joined(CONNECT_WAIT)
         client.close()
 
-    keyboard = StdinReader(on_line, on_end=on_end, name="keyboard")
+    keyboard = StdinReader(
+        on_line, on_end=on_end, name="keyboard", on_too_long=lambda: show(TOO_LONG)
+    )
     welcomed = False
     client.start()
     keyboard.start()

@@ -32,7 +32,7 @@ from .protocol import (
 from .room import DEFAULT_HISTORY
 from .server import ChatServer, ServerConfig, format_address
 from .store import MEMORY, StoreError, default_path
-from .terminal import StdinReader
+from .terminal import TOO_LONG, StdinReader
 from .tls import file_fingerprint, server_context
 
 log = logging.getLogger("chat.console")
@@ -337,7 +337,9 @@ class Operator:
         self.request_stop = request_stop
         self.out = out
         self.tls_fingerprint = tls_fingerprint  # for the bots, on a TLS server
-        self._keyboard = StdinReader(self.handle, name="operator console")
+        self._keyboard = StdinReader(
+            self.handle, name="operator console", on_too_long=lambda: self.out(TOO_LONG)
+        )
         self._bots: Bots | None = None  # made by the first /bots
 
     def start(self) -> None:

@@ -18,15 +18,19 @@ import threading
 from collections.abc import Callable
 from typing import TextIO
 
-from .protocol import MAX_LINE_BYTES, LineDecoder
+from .protocol import MAX_LINE_BYTES, LineDecoder, LineTooLong
 
 POLL = 0.25
+#: What both consoles say when a line typed (or piped) is too long.
+TOO_LONG = f"! That line is too long (over {MAX_LINE_BYTES:,} bytes); it was ignored."
 
 
 class StdinReader:
     """Calls ``on_line(text)`` for each line typed, then ``on_end()`` at EOF.
 
-    Both callbacks run in the reader thread.  Started in the background of a
+    A line longer than ``MAX_LINE_BYTES`` (a paste, a file piped in) is
+    dropped, and ``on_too_long()`` is called instead; reading goes on.  The
+    callbacks run in the reader thread.  Started in the background of a
     terminal (where reading would stop the process), POSIX gives an error
     instead (``SIGTTIN`` ignored), which counts as the end of input.
     """
@@ -37,9 +41,11 @@ class StdinReader:
         on_end: Callable[[], None] = lambda: None,
         stream: TextIO | None = None,
         name: str = "stdin reader",
+        on_too_long: Callable[[], None] = lambda: None,
     ) -> None:
         self._on_line = on_line
         self._on_end = on_end
+        self._on_too_long = on_too_long
         self._stream = stream if stream is not None else sys.stdin
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -75,7 +81,8 @@ class StdinReader:
             return
         poller = select.poll()
         poller.register(fd, select.POLLIN)
-        decoder = LineDecoder(MAX_LINE_BYTES)
+        # No hard limit: a line too long is skipped, not kept, however long.
+        decoder = LineDecoder(MAX_LINE_BYTES, max_unterminated_bytes=sys.maxsize)
         encoding = getattr(stream, "encoding", None) or "utf-8"
         while not self._stopping.is_set():
             if not poller.poll(POLL * 1000):
@@ -87,6 +94,9 @@ class StdinReader:
             if not data:
                 return
             for line in decoder.feed(data):
-                if isinstance(line, bytes) and not self._stopping.is_set():
-                    text = line.decode(encoding, "replace").rstrip("\r")
-                    self._on_line(text)
+                if self._stopping.is_set():
+                    return
+                if isinstance(line, LineTooLong):
+                    self._on_too_long()
+                else:
+                    self._on_line(line.decode(encoding, "replace").rstrip("\r"))

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,8 +35,10 @@ from chat.console import (
     print_addresses,
 )
 from chat.plain import PROMPT
+from chat.protocol import MAX_UNTERMINATED_BYTES
 from chat.server import GOODBYE, ServerConfig
 from chat.store import default_path
+from chat.terminal import StdinReader
 from tests.helpers import DEADLINE, LineClient, json_client, plain_client, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -636,3 +639,26 @@ def test_stopping_the_console_sends_the_bots_away(server, recorder):
     finally:
         operator.stop()  # joins every bot's threads (conftest checks for leaks)
     wait_for(lambda: server.room.names() == (), what="the bots to leave")
+
+
+def test_a_line_too_long_on_stdin_is_skipped_and_reading_goes_on():
+    """A file piped in with a line of over a MiB: that line is dropped, and
+    said to be, and the next line is read (it used to end the thread with a
+    traceback, and a /quit after it was never read)."""
+    read, write = os.pipe()
+    lines, too_long, ended = [], [], threading.Event()
+    with os.fdopen(read, "r") as stream:
+        reader = StdinReader(
+            lines.append,
+            on_end=ended.set,
+            stream=stream,
+            on_too_long=lambda: too_long.append(True),
+        )
+        reader.start()
+        with os.fdopen(write, "wb") as pipe:
+            pipe.write(b"before\n" + b"x" * (MAX_UNTERMINATED_BYTES + 10) + b"\n")
+            pipe.write(b"/quit\n")
+        assert ended.wait(DEADLINE)
+        reader.stop()
+    assert lines == ["before", "/quit"]  # not the tail of the long line either
+    assert too_long == [True]
