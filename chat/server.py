@@ -173,7 +173,7 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
     def process_request(self, request: socket.socket, client_address) -> None:
         """Start a named reader thread for a new connection (or refuse it)."""
-        host = client_address[0]
+        host = normal_address(client_address[0])
         config = self.config
         with self._lock:
             refusal = None
@@ -209,7 +209,7 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            host = client_address[0]
+            host = normal_address(client_address[0])
             with self._lock:
                 self._readers.discard(threading.current_thread())
                 left = self._per_address.get(host, 1) - 1
@@ -286,7 +286,7 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     def connections_from(self, host: str) -> int:
         """How many connections from ``host`` count against ``--max-per-address``."""
         with self._lock:
-            return self._per_address.get(host, 0)
+            return self._per_address.get(normal_address(host), 0)
 
     # -- the operator's powers ------------------------------------------------
 
@@ -304,11 +304,16 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             address = target
         else:
             return f"Nobody here is called {target}, and it is not an address."
+        address = normal_address(address)  # one spelling: ::1, ::ffff:10.0.0.7
         with self._lock:
             self._banned.add(address)
             if member is not None:
                 self._banned_with[name_key(target)] = address
-            victims = [h for h in self._handlers if h.client_address[0] == address]
+            victims = [
+                h
+                for h in self._handlers
+                if normal_address(h.client_address[0]) == address
+            ]
         for handler in victims:
             if handler.member.name is not None:
                 self.room.kick(handler.member.name, reason)
@@ -320,7 +325,7 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     def unban(self, target: str) -> bool:
         """Lift a ban on a name (and the address banned with it) or an address."""
         with self._lock:
-            address = self._banned_with.pop(name_key(target), target)
+            address = self._banned_with.pop(name_key(target), normal_address(target))
             found = address in self._banned
             self._banned.discard(address)
         return self.room.unban_name(target) or found
@@ -683,6 +688,19 @@ def format_address(address) -> str:
         host, port = address[0], address[1]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return str(address)
+
+
+def normal_address(host: str) -> str:
+    """One spelling for one address, so that a ban matches however it was
+    typed: IPv6 compressed (``::1``), and an IPv4 address mapped into IPv6
+    (as a dual-stack server sees IPv4 clients) as the IPv4 one."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
 
 
 def is_address(text: str) -> bool:

@@ -288,6 +288,19 @@ def test_ban_by_address_closes_every_connection_from_it(server, operator, said):
         assert server.room.names() == ("alice",)
 
 
+def test_an_address_is_banned_however_it_is_spelled(server, operator, said):
+    # As a dual-stack server sees an IPv4 client: "::ffff:127.0.0.1".
+    operator.handle("/ban ::ffff:127.0.0.1")
+    with LineClient(server.port) as refused:
+        [refusal] = refused.expect_closed()
+        assert json.loads(refusal)["code"] == "banned"
+    operator.handle("/bans")
+    operator.handle("/unban 127.0.0.1")
+    assert said[-2:] == ["Banned addresses: 127.0.0.1", "127.0.0.1 may come back."]
+    with json_client(server.port, "alice"):
+        assert server.room.names() == ("alice",)
+
+
 @pytest.mark.parametrize("name", ["alice", "ALICE", "Alice", "ａｌｉｃｅ"])
 def test_a_banned_name_cannot_be_taken_in_any_form(server, operator, name):
     with json_client(server.port, "alice") as alice:
@@ -464,6 +477,16 @@ def test_the_console_client_joins_with_the_password_and_explains_a_wrong_one():
     for secret in (PASSWORD, GUESS):
         assert secret not in printed
         assert secret not in right.stdout + wrong.stdout
+
+
+def test_the_console_client_never_prints_a_servers_escapes_in_its_reason():
+    # Another program's server may put terminal escapes in its error text.
+    client = ChatClient("127.0.0.1", 1, "ann")  # never started: only described
+    hostile = "\x1b]0;owned\x07\x1b[2Jgone"
+    for retry_in in (None, 2):
+        [line, *_] = ConsoleView(client).lines(Disconnected(hostile, retry_in))
+        assert "\x1b" not in line and "\x07" not in line
+        assert "gone" in line
 
 
 def test_the_console_client_says_why_it_stopped_in_one_clean_sentence():
