@@ -318,6 +318,8 @@ class PlainSession(JsonSession):
     def _ask_again(self, exc: ProtocolError) -> None:
         if exc.code == "bad_password":
             self.tell(Notice("Type your name, then the password:"))
+        elif self._wanted_name is not None:  # the name was fine: a bad password line
+            self.tell(Notice("This room has a password. Type it:"))
         elif exc.code != "flood":
             self.tell(Notice("Choose another name:"))
 

@@ -29,7 +29,7 @@ from chat.protocol import (
     encode,
 )
 from chat.room import Member, Room
-from chat.session import EchoSession, JsonSession, PlainSession, quit_reason
+from chat.session import EchoSession, JsonSession, PlainSession, Policy, quit_reason
 from tests.test_room import FakeOutbox, received, text_received
 
 
@@ -517,3 +517,20 @@ def test_a_refused_plain_batch_is_answered_and_so_is_the_line_after_it():
     alice.receive([b"one", b"two", b"\xff"])
     assert codes(received(alice.member)) == ["muted", "muted", "bad_utf8"]
     assert not alice.ended
+
+
+def test_a_bad_password_line_asks_for_the_password_again_not_a_name():
+    room = Room()
+    carol = PlainSession(
+        room, Member(FakeOutbox(), encode, echo=False), Policy(password="pw")
+    )
+    carol.receive([b"carol"])
+    assert [m.text for m in received(carol.member)] == [
+        "This room has a password. Type it:"
+    ]
+    carol.receive([b"\xff"])  # not UTF-8: refused, and the name still stands
+    refused, asked = received(carol.member)
+    assert refused.code == "bad_utf8"
+    assert asked == Notice("This room has a password. Type it:")
+    carol.receive([b"pw"])
+    assert room.names() == ("carol",)
