@@ -501,6 +501,8 @@ class ChatClient:
                 fatal = self._receive(lines, first)
                 if fatal:
                     return _Ending(fatal, fatal=True)
+                if link.tls is not None and link.tls.closed:  # its close_notify
+                    return _Ending(self._farewell or "the server closed the connection")
         return _Ending("closed", fatal=True)
 
     def _receive(self, lines: list, first: bool) -> str:

@@ -518,6 +518,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     raise_open_file_limit()
     tls_fingerprint = None
+    if args.tls_key and not args.tls_cert:  # else it would run without TLS
+        out("--tls-key needs --tls-cert: give the certificate too.")
+        return 1
     if args.tls_cert:
         try:
             server_context(args.tls_cert, args.tls_key)

@@ -430,7 +430,11 @@ class Writer:
         if outbox.transform is not None:
             try:
                 data = outbox.transform(data)
-            except Exception:  # a TLS failure: this connection cannot go on
+            except OSError as exc:  # its TLS is broken (a bad record came in)
+                log.debug("could not encrypt for %s: %s", outbox.sock, exc)
+                self._lost(outbox)
+                return
+            except Exception:  # our bug: this connection cannot go on either
                 log.exception("could not encrypt for %s", outbox.sock)
                 self._lost(outbox)
                 return

@@ -539,6 +539,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
         """Bytes, ``b""`` at end of stream, or ``None`` after ``timeout`` s."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if self.tls is not None and self.tls.closed:  # the peer's close_notify
+                return b""  # (after the text that came with it)
             left = None if deadline is None else max(deadline - time.monotonic(), 0)
             if not self._readable.wait(left):
                 return None

@@ -77,6 +77,8 @@ class TlsChannel:
         server_hostname: str | None = None,
     ) -> None:
         self._lock = threading.Lock()
+        #: The peer said close_notify: nothing more will come (end of stream).
+        self.closed = False
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._tls = context.wrap_bio(
@@ -135,9 +137,12 @@ class TlsChannel:
             while True:
                 try:
                     piece = self._tls.read(_CHUNK)
-                except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                except ssl.SSLWantReadError:  # nothing more for now
                     break
-                if not piece:
+                except ssl.SSLZeroReturnError:
+                    piece = b""
+                if not piece:  # the peer's close_notify: nothing more, ever
+                    self.closed = True
                     break
                 pieces.append(piece)
             reply = self._outgoing.pending > 0

@@ -6,7 +6,9 @@ the other end, so every byte really goes through the kernel.
 
 from __future__ import annotations
 
+import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -532,3 +534,18 @@ def test_a_broadcast_queued_just_before_stop_is_still_sent():
     for pair in pairs:
         pair.outbox.sock.close()
         pair.peer.close()
+
+
+def test_a_broken_tls_connection_is_lost_quietly(writer, caplog):
+    """A bad record from the peer breaks its TLS: encrypting for it raises.
+    That is the peer's doing, not our bug: it is lost, with no traceback."""
+
+    def broken(data: bytes) -> bytes:
+        raise ssl.SSLEOFError("EOF occurred in violation of protocol")
+
+    pair = Pair(writer)
+    pair.outbox.transform = broken
+    pair.outbox.put(b"for a broken connection\n")
+    wait_for(lambda: pair.outbox.end_reason == "connection lost", what="its end")
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    pair.close()

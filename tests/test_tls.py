@@ -17,6 +17,7 @@ that symptom.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import queue
@@ -504,3 +505,23 @@ def test_a_changed_certificate_is_refused_without_asking(
     assert asked == []
     assert Settings.load(settings_path).trusted == {key: OTHER_FINGERPRINT}
     assert tls_server.room.names() == ()
+
+
+def test_a_clients_close_notify_ends_its_session(tls_server):
+    """A clean TLS shutdown from the client is the end of its stream: it
+    leaves the room at once (it used to stay, a ghost, until keepalive)."""
+    with tls_json_client(tls_server.port, "vic") as vic:
+        wait_for(lambda: "vic" in tls_server.room.names(), what="vic in")
+        vic.sock.settimeout(DEADLINE)
+        with contextlib.suppress(OSError):  # the server closes, not answers
+            vic.sock.unwrap()
+        wait_for(lambda: "vic" not in tls_server.room.names(), what="vic gone")
+
+
+def test_a_tls_key_without_its_certificate_is_refused_not_run_in_clear():
+    command = [sys.executable, "server.py", "--port", "0", "--tls-key", KEY]
+    started = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE * 2
+    )
+    assert started.returncode == 1
+    assert "--tls-key needs --tls-cert" in started.stdout + started.stderr
