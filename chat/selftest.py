@@ -56,7 +56,7 @@ import time
 import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, NoReturn
 
 from .protocol import escape_text
@@ -224,7 +224,7 @@ class Peer:
             return None  # blank, or the prompt for people
         try:
             message = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # nested deep
             fail(f"{self.label} got a line that is not JSON: {line[:SHOWN_CHARS]!r}")
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             fail(f'{self.label} got a line without a string "type": {line[:80]!r}')
@@ -347,6 +347,10 @@ class Target:
     port: int
     timeout: float = DEFAULT_TIMEOUT
     password: str | None = None
+    #: ``(family, type, proto, address)`` that accepted a connection
+    #: (``reachable``): every check connects there, not to the first of the
+    #: name's addresses (``localhost`` may give ::1 first, the server 127.0.0.1).
+    resolved: tuple | None = None
 
 
 class Context:
@@ -375,9 +379,9 @@ class Context:
         """A new connection, closed (politely) when the check ends."""
         host, port = self.target.host, self.target.port
         try:
-            family, kind, proto, _, address = socket.getaddrinfo(
-                host, port, type=socket.SOCK_STREAM
-            )[0]
+            family, kind, proto, address = self.target.resolved or _first_address(
+                host, port
+            )
             sock = socket.socket(family, kind, proto)
         except OSError as exc:
             fail(f"could not connect to {host}:{port}: {exc}")
@@ -811,11 +815,23 @@ def framing_blank(ctx: Context) -> str:
 def refused(ctx: Context, line: bytes, code: str, about: str) -> str:
     """Send ``line`` from a client in the room: ``code``, then a ping works."""
     talker = ctx.join("tal")
+    listener = ctx.join("lis")
     talker.send_bytes(line)
     error = talker.expect_error(code, about)
     talker.send_json(type="ping")
     talker.expect("pong", f"pong (still connected after {code})")
-    return f"error {code} ({error.get('text')!r}), and still connected"
+    # Refused means not relayed either: the next line is the first one heard.
+    text = f"after the refused line {ctx.token}"
+    talker.send_json(type="say", text=text)
+    heard = relayed(talker, listener, text)
+    earlier = [
+        m
+        for m in listener.seen
+        if m is not heard and m["type"] == "message" and m.get("from") == talker.name
+    ]
+    if earlier:
+        fail(f"answered {code}, but relayed the line anyway: {describe(earlier[0])}")
+    return f"error {code} ({error.get('text')!r}), not relayed, and still connected"
 
 
 @check
@@ -1016,7 +1032,8 @@ class Result:
 
 def one_line(text: str) -> str:
     """``text`` safe to print on one line: escapes, and cut to REASON_CHARS."""
-    text = escape_text(text)
+    # A lone surrogate (text a server cut inside an emoji) cannot be printed.
+    text = escape_text(text).encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
 
 
@@ -1029,6 +1046,9 @@ def run_check(target: Target, name: str, token: str, numbers: Iterator[int]) -> 
         passed = True
     except CheckFailed as exc:
         passed, reason = False, str(exc)
+    except Exception as exc:  # what the server sent broke the check itself
+        passed = False
+        reason = f"the check could not go on: {type(exc).__name__}: {exc}"
     return Result(name, passed, one_line(reason), round(time.monotonic() - start, 3))
 
 
@@ -1043,11 +1063,28 @@ def run_checks(target: Target, names: Sequence[str] | None = None) -> Iterator[R
         yield run_check(target, name, token, numbers)
 
 
-def reachable(target: Target) -> None:
-    """Open and close one connection; raises ``OSError`` if that fails."""
-    address = (target.host, target.port)
-    with socket.create_connection(address, timeout=target.timeout):
-        pass
+def reachable(target: Target) -> Target:
+    """``target`` with the first of its addresses that accepts a connection
+    (opened and closed); raises ``OSError`` if none does."""
+    error: OSError = OSError(f"no address for {target.host}")
+    found = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    for family, kind, proto, _, address in found:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(target.timeout)
+                sock.connect(address)
+        except OSError as exc:
+            error = exc
+            continue
+        return replace(target, resolved=(family, kind, proto, address))
+    raise error
+
+
+def _first_address(host: str, port: int) -> tuple:
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM
+    )[0]
+    return family, kind, proto, address
 
 
 # ---------------------------------------------------------------------------
@@ -1133,10 +1170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     host, port = args.address
     target = Target(host, port, args.timeout, args.password)
     try:
-        reachable(target)
-    except OSError as exc:
-        why = exc.strerror or str(exc) or type(exc).__name__
-        if isinstance(exc, socket.gaierror):
+        target = reachable(target)
+    except (OSError, UnicodeError) as exc:  # UnicodeError: "192.168..1" (idna)
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if isinstance(exc, (socket.gaierror, UnicodeError)):
             hint = "Is the host name right?"
         else:
             hint = "Is the server running, and listening on that address and port?"

@@ -24,12 +24,13 @@ import sys
 import threading
 import time
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from chat import selftest as selftest_module
 from chat.selftest import CHECKS, Result, Target, parse_address, run_checks, summary
 from tests.helpers import DEADLINE, running_server
 
@@ -564,3 +565,125 @@ def test_cli_lists_what_each_check_proves() -> None:
 )
 def test_addresses_are_host_colon_port(text: str, address: tuple[str, int]) -> None:
     assert parse_address(text) == address
+
+
+# -- a server that misbehaves must get a FAIL, never a traceback ---------------
+
+
+@contextlib.contextmanager
+def answering(answer: Callable[[bytes], bytes]) -> Iterator[int]:
+    """A server on 127.0.0.1 that answers each connection's first line with
+    ``answer(line)``, then waits for the close.  Bounded in connections."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    stop, conns = threading.Event(), []
+
+    def serve() -> None:
+        while not stop.is_set() and len(conns) < 20:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            conns.append(conn)
+            conn.settimeout(2)
+            with contextlib.suppress(OSError):
+                line = conn.recv(65536)
+                if line:
+                    conn.sendall(answer(line))
+
+    thread = threading.Thread(target=serve, name="answering server")
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(DEADLINE)
+        for conn in conns:
+            conn.close()
+        listener.close()
+
+
+def test_json_nested_too_deep_is_a_fail_and_the_run_goes_on():
+    deep = b'{"type":"pong","x":' + b"[" * 100_000 + b"\n"
+    with answering(lambda line: deep) as port:
+        results = list(run_checks(Target("127.0.0.1", port, 1.0), ["ping", "who"]))
+    assert [(r.name, r.passed) for r in results] == [("ping", False), ("who", False)]
+
+
+def test_a_lone_surrogate_from_the_server_is_printed_escaped():
+    def answer(line: bytes) -> bytes:
+        name = json.loads(line)["name"]
+        welcome = {"type": "welcome", "name": name, "users": [name], "history": []}
+        cut = b'{"type":"message","id":1,"from":"x","text":"cut \\ud83d","ts":1}\n'
+        return json.dumps(welcome).encode() + b"\n" + cut
+
+    with answering(answer) as port:
+        done = subprocess.run(
+            [sys.executable, "-m", "chat.selftest", f"127.0.0.1:{port}",
+             "--only", "greeting,who", "--timeout", "1"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "0/2 passed" in done.stdout
+
+
+def test_a_host_name_with_an_address_that_refuses_first_is_checked_at_the_other(
+    monkeypatch,
+):
+    """As localhost may give ::1 first while the server is on 127.0.0.1:
+    every check connects where the first connection succeeded."""
+    real = socket.getaddrinfo
+
+    def refusing_first(host, port, *args, **kwargs):
+        found = real(host, port, *args, **kwargs)
+        if host == "localhost":
+            stream = (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            return [(*stream, "", ("127.0.0.2", port)), *found]  # nobody there
+        return found
+
+    monkeypatch.setattr(socket, "getaddrinfo", refusing_first)
+    with running_server() as server:
+        target = selftest_module.reachable(Target("localhost", server.port, 2.0))
+        [result] = run_checks(target, ["who"])
+    assert result.passed, result.reason
+
+
+def test_a_host_mistyped_is_told_not_a_traceback(capsys):
+    assert selftest_module.main(["192.168..1:12345"]) == 2
+    assert "Cannot connect to 192.168..1:12345" in capsys.readouterr().err
+
+
+class OddErrorCodes(ToyServer):
+    """Answers private lines with an error whose code is a list."""
+
+    def private(self, sender, message):
+        sender.tell({"type": "error", "code": ["no_such_user"], "text": "?"})
+
+
+def test_a_check_broken_by_what_the_server_sent_is_a_fail():
+    with running_toy(OddErrorCodes) as server:
+        [result] = run_checks(Target("127.0.0.1", server.port, 2.0), ["slow_reader"])
+    assert not result.passed
+    assert "could not go on" in result.reason
+
+
+class RelaysLongLines(ToyServer):
+    """Says too_long for a long line, and relays it all the same."""
+
+    def lines(self, sock):
+        buffer = b""
+        while data := sock.recv(4096):
+            *complete, buffer = (buffer + data).split(b"\n")
+            yield from complete
+
+    def answer(self, member, line):
+        if line is not None and len(line) > 8192:
+            member.error("too_long")
+        return super().answer(member, line)
+
+
+def test_a_line_refused_and_relayed_anyway_fails_the_check():
+    with running_toy(RelaysLongLines) as server:
+        [result] = run_checks(Target("127.0.0.1", server.port, 2.0), ["too_long"])
+    assert not result.passed
+    assert "relayed the line anyway" in result.reason
