@@ -90,6 +90,9 @@ def loopback_only(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+_LOOPBACK = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
+
+
 def _is_this_computer(host: str) -> bool:
     try:
         address = ipaddress.ip_address(host)
@@ -98,8 +101,10 @@ def _is_this_computer(host: str) -> bool:
             address = ipaddress.ip_address(socket.gethostbyname(host))
         except (OSError, ValueError):
             return False
-    if address.is_loopback:
+    if address in _LOOPBACK:
         return False  # 127.0.0.1 itself was refused: nothing listens at all
+    # Another 127.x address (Debian names the computer 127.0.1.1) is this
+    # computer too, but a server on 127.0.0.1 does not answer there.
     family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as probe:

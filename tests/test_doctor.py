@@ -73,3 +73,11 @@ def test_another_computer_is_never_probed(monkeypatch):
 def test_loopback_itself_refused_is_not_a_loopback_only_server():
     assert not doctor._is_this_computer("127.0.0.1")
     assert not doctor._is_this_computer("::1")
+
+
+def test_the_computers_own_name_on_127_0_1_1_is_loopback_only():
+    """Debian and Ubuntu give the computer's own name the address 127.0.1.1:
+    a server on 127.0.0.1 does not answer there, and --host 0.0.0.0 helps."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        assert advise("refused", "127.0.1.1", port) == ADVICE["loopback_only"]
