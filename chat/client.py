@@ -397,7 +397,10 @@ class ChatClient:
         client (the Cancel button) ends an attempt within ``POLL`` seconds.
         """
         deadline = time.monotonic() + self.connect_timeout
-        infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        try:
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        except UnicodeError:  # "127.0.0..1": no name at all, as far as DNS goes
+            raise socket.gaierror(socket.EAI_NONAME, "not a valid address") from None
         error: OSError = TimeoutError("timed out")
         for family, kind, proto, _, address in infos:
             sock = socket.socket(family, kind, proto)

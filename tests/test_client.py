@@ -387,3 +387,16 @@ def test_the_console_view_never_prints_a_line_twice_and_marks_what_was_missed():
     assert next(line for line in back if "bob:" in line).endswith("bob: missed")
     assert not any(line.endswith("bob: live") for line in back)
     assert back[-1] == "* Back in the room."
+
+
+def test_an_address_with_bad_dots_is_an_unknown_host_not_a_bug(make_client):
+    from chat.client import ChatClient
+
+    client = ChatClient("127.0.0..1", 12345, "ada", reconnect=False)
+    client.start()
+    try:
+        gone = next_event(client, Disconnected)
+        assert gone.failure == "unknown_host", gone
+        assert "error inside the program" not in gone.reason
+    finally:
+        client.close()

@@ -830,3 +830,48 @@ def test_a_damaged_trusted_certificate_entry_is_ignored(tmp_path):
     path = tmp_path / "settings.json"
     path.write_text('{"trusted": {"h:1": 12345, "h:2": "AB:CD", "h:3": null}}')
     assert Settings.load(path).trusted == {"h:2": "AB:CD"}
+
+
+# -- what another program's server or a user may send, and typing mistakes ------
+
+
+def test_a_host_with_bad_dots_is_refused_by_the_dialog():
+    from chat.gui.dialogs import check_connect_fields
+
+    for host in ("127.0.0..1", ".127.0.0.1", "a" * 64 + ".example"):
+        said = check_connect_fields(host, "12345", "ada")
+        assert isinstance(said, str) and "not valid" in said
+
+
+def test_names_from_the_server_are_escaped_like_text():
+    from chat.gui.format import message_line, private_line
+
+    forged = "mallory: hi\n23:59 teacher"
+    shown = "".join(
+        piece for piece, _ in message_line(Message(1, forged, "x", 0.0), "ada").pieces
+    )
+    assert "\n" not in shown and "\\n" in shown
+    private = PrivateMessage("x\u202eevil", "ada", "hello", 0.0, id=2)
+    shown = "".join(piece for piece, _ in private_line(private, "ada").pieces)
+    assert "\u202e" not in shown
+
+
+def test_a_line_padded_with_spaces_cannot_pass_for_a_new_line(server, make_app):
+    app = make_app()
+    connected(app, server)
+    padded = "ok" + " " * 400 + "12:05 carol: class is cancelled"
+    app.client.events.put(Message(7, "bob", padded, time.time()))
+    pump_until(app.root, lambda: "class is cancelled" in app.view.contents())
+    text = app.view.text
+    fake = text.search("12:05 carol", "1.0")
+    text.see(fake)
+    app.root.update()
+    x_fake, x_line = text.bbox(fake)[0], text.bbox(f"{fake} linestart")[0]
+    assert x_fake >= x_line + 20  # a wrapped part is indented
+
+
+def test_a_transcript_path_that_cannot_be_written_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        app_module.main(["--log", str(tmp_path / "no such folder" / "log.txt")])
+    assert stopped.value.code == 2
+    assert "cannot write" in capsys.readouterr().err

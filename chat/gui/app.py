@@ -751,7 +751,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.name = default_name()
     transcript = None
     if args.log:
-        transcript = open(args.log, "a", encoding="utf-8")  # noqa: SIM115
+        try:
+            transcript = open(args.log, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            build_parser().error(f"cannot write {args.log}: {exc.strerror or exc}")
     root = tk.Tk(className=APP_NAME)
     app = ChatApp(root, settings, transcript=transcript)
     direct = args.host is not None or args.port is not None or args.name is not None

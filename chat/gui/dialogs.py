@@ -59,6 +59,10 @@ def check_connect_fields(host: str, port: str, name: str) -> tuple[str, int, str
         return "Type the server's address (127.0.0.1 for this computer)."
     if any(c.isspace() for c in host):
         return "An address has no spaces."
+    try:  # what the network's name lookup will need
+        host.encode("idna")
+    except UnicodeError:
+        return "That address is not valid: check its dots."
     try:
         number = int(port.strip())
     except ValueError:

@@ -108,7 +108,8 @@ def _text_pieces(text: str, my_name: str, base: tuple[str, ...]) -> list[Piece]:
 def message_line(message: Message, my_name: str) -> Line:
     own = message.sender == my_name
     kind = "own" if own else "chat"
-    who = (message.sender, ("name", name_colour_tag(message.sender)))
+    # Names are escaped too: another program's server may send any name.
+    who = (escape_text(message.sender), ("name", name_colour_tag(message.sender)))
     time_piece = (f"{stamp(message.ts)} ", ("time",))
     if message.me:
         body = _text_pieces(f" {message.text}", "" if own else my_name, ("action",))
@@ -129,7 +130,7 @@ def chat_line(message: Message | PrivateMessage, my_name: str) -> Line:
 
 def private_line(message: PrivateMessage, my_name: str) -> Line:
     outgoing = message.sender == my_name
-    other = message.to if outgoing else message.sender
+    other = escape_text(message.to if outgoing else message.sender)
     arrow = f"to {other}" if outgoing else f"from {other}"
     pieces = [
         (f"{stamp(message.ts)} ", ("time",)),

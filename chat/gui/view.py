@@ -59,6 +59,9 @@ class MessageView(ttk.Frame):
         italic.configure(slant="italic")
         self._derived_fonts = (bold, italic)  # keep references alive
         text = self.text
+        # A line that wraps goes on indented, so text padded with spaces can
+        # never start a screen line of its own that looks like a new line.
+        text.tag_configure("line", lmargin2=24)
         text.tag_configure("time", foreground="#8a8a8a")
         text.tag_configure("name", font=bold)
         for index, colour in enumerate(NAME_COLOURS):
@@ -95,7 +98,7 @@ class MessageView(ttk.Frame):
         """
         args: list[object] = []
         for line in lines:
-            line_tags = ("own",) if line.kind == "own" else (f"line-{line.kind}",)
+            line_tags = ("line", "own" if line.kind == "own" else f"line-{line.kind}")
             if line.mention:
                 line_tags = (*line_tags, "line-mention")
             line_tags = (*line_tags, *extra_tags)
