@@ -192,9 +192,8 @@ class Room:
                 for key, m in self._members.items()
             }
             self._outboxes = None
-            if old_key in self._muted:  # a new name is no way out of a mute
-                self._muted.discard(old_key)
-                self._muted.add(new_key)
+            if old_key in self._muted:  # a new name is no way out of a mute,
+                self._muted.add(new_key)  # and the old one stays muted too
             member.name = new_name
             self._fan_out((Renamed(old_name, new_name),))
         log.info("* %s is now known as %s", old_name, new_name)

@@ -609,3 +609,29 @@ def test_a_broadcast_is_one_deliver_call_per_wire_format_whoever_is_in():
     outboxes = {o for call in calls for o in call[0]}
     assert late.outbox in outboxes and jsons[0].outbox not in outboxes
     assert received(late)[-1].text == "again"
+
+
+def test_a_mute_stays_with_the_name_through_renames():
+    """A mute belongs to the name: renaming away neither frees the old name
+    for someone else nor frees the renamed member."""
+    room = Room()
+    alice = json_member()
+    room.join(alice, "alice")
+    assert room.mute("alice")
+    room.rename(alice, "carol")
+    with pytest.raises(ProtocolError):  # still muted under the new name
+        room.say(alice, [Say("hi as carol")])
+    room.leave(alice, "quit")
+    again = json_member()
+    room.join(again, "alice")
+    with pytest.raises(ProtocolError):  # and the old name is muted still
+        room.say(again, [Say("I speak as alice again")])
+    bob = json_member()
+    room.join(bob, "bob")
+    room.leave(again, "quit")
+    room.rename(bob, "alice")
+    room.rename(bob, "bob")  # passing through the name does not carry it off
+    back = json_member()
+    room.join(back, "alice")
+    with pytest.raises(ProtocolError):
+        room.say(back, [Say("free?")])
