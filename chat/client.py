@@ -165,6 +165,9 @@ class _Link:
     def __init__(self, sock: socket.socket, tls: TlsChannel | None) -> None:
         self.sock = sock
         self.tls = tls
+        #: The ``Outgoing`` connection number it was welcomed with (None
+        #: before the welcome): a line taken for another is not sent on it.
+        self.generation: int | None = None
 
     def send(self, data: bytes) -> None:
         if self.tls is not None:
@@ -540,7 +543,10 @@ class ChatClient:
             for line in message.history:
                 self._saw(line)
             self._joined.set()
-            self._outgoing.restart()  # what is kept goes (again), in order
+            with self._lock:  # one step for the writer, which reads the link
+                generation = self._outgoing.restart()  # what is kept goes, in order
+                if self._link is not None:
+                    self._link.generation = generation
         elif isinstance(message, Renamed) and message.old == self.name:
             self.name = message.new
         elif isinstance(message, (Message, PrivateMessage)):
@@ -579,15 +585,17 @@ class ChatClient:
             entry, generation = taken
             with self._lock:
                 link = self._link
-            if link is None:  # the connection just ended: wait for the next
-                self._outgoing.pause()
+            if link is None or link.generation != generation:
+                # The connection it was taken for has ended (and perhaps a new
+                # one begun, which sends everything again from the top).
+                self._outgoing.pause(generation)
                 continue
             try:
                 self._send_on(link, entry.data)
             except OSError:
                 # Part of the line may have gone: the connection is unusable.
                 # The reader sees it end and reconnects; the line goes again.
-                self._outgoing.pause()
+                self._outgoing.pause(generation)
                 link.shutdown()
             else:
                 self._outgoing.sent(entry, generation)

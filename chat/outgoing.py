@@ -57,18 +57,25 @@ class Outgoing:
                 self._remove(oldest)
             self._cond.notify_all()
 
-    def restart(self) -> None:
-        """A new connection is ready: send everything kept, from the top."""
+    def restart(self) -> int:
+        """A new connection is ready: send everything kept, from the top.
+        Returns the connection's number (what ``take`` gives with each entry)."""
         with self._cond:
             self._generation += 1
             self._next = 0
             self._open = True
             self._cond.notify_all()
+            return self._generation
 
-    def pause(self) -> None:
-        """The connection is gone: hold everything until ``restart``."""
+    def pause(self, generation: int | None = None) -> None:
+        """The connection is gone: hold everything until ``restart``.
+
+        With ``generation``, only if that connection is still the current one:
+        a send that failed on an old connection must not stop the new one.
+        """
         with self._cond:
-            self._open = False
+            if generation is None or generation == self._generation:
+                self._open = False
 
     def close(self) -> None:
         """No more sending after what is queued: ``take`` returns ``None``."""

@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -400,3 +401,93 @@ def test_an_address_with_bad_dots_is_an_unknown_host_not_a_bug(make_client):
         assert "error inside the program" not in gone.reason
     finally:
         client.close()
+
+
+# -- the writer and a connection replaced under it -----------------------------
+
+
+def welcome_on(server_side: LineClient) -> None:
+    """A fake server's welcome for ada (no history, room "r")."""
+    assert server_side.next_json()["type"] == "hello"
+    server_side.send_json(
+        type="welcome", name="ada", users=["ada"], history=[], room="r"
+    )
+
+
+def test_a_line_taken_for_a_connection_that_ended_is_not_sent_on_the_next():
+    """The writer took 'two' for connection 1 and was held (as by the
+    scheduler) while connection 2 began: it must not send it there out of
+    turn; connection 2 gets everything kept, from the top, once."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(DEADLINE)
+        client = ChatClient("127.0.0.1", listener.getsockname()[1], "ada", keepalive=0)
+        outgoing = client._outgoing
+        real_take = outgoing.take
+        hold, held, release = threading.Event(), threading.Event(), threading.Event()
+
+        def take(timeout):
+            taken = real_take(timeout)
+            if taken is not None and hold.is_set():
+                hold.clear()
+                held.set()
+                release.wait(DEADLINE)  # the writer is held here
+            return taken
+
+        outgoing.take = take
+        client.start()
+        try:
+            first = LineClient.accept(listener)
+            welcome_on(first)
+            wait_for(lambda: client.connected)
+            client.say("one")
+            assert first.next_json()["text"] == "one"  # sent, its echo lost
+            hold.set()
+            client.say("two")
+            assert held.wait(DEADLINE)  # 'two', taken for connection 1
+            first.close()
+            second = LineClient.accept(listener)
+            welcome_on(second)
+            wait_for(lambda: outgoing._generation == 2)
+            release.set()
+            assert [second.next_json()["text"] for _ in range(2)] == ["one", "two"]
+            with pytest.raises(AssertionError):  # and nothing a second time
+                second.next_json(timeout=0.5)
+        finally:
+            release.set()
+            client.close()
+
+
+def test_a_send_failing_on_an_old_connection_does_not_stop_the_new_one():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(DEADLINE)
+        client = ChatClient("127.0.0.1", listener.getsockname()[1], "ada", keepalive=0)
+        real_send = client._send_on
+        hold, inside, release = threading.Event(), threading.Event(), threading.Event()
+
+        def send_on(link, data):
+            if hold.is_set() and threading.current_thread() is client._writer:
+                hold.clear()
+                inside.set()
+                release.wait(DEADLINE)  # a sendall blocked on a dead link
+            return real_send(link, data)
+
+        client._send_on = send_on
+        client.start()
+        try:
+            first = LineClient.accept(listener)
+            welcome_on(first)
+            wait_for(lambda: client.connected)
+            hold.set()
+            client.say("one")
+            assert inside.wait(DEADLINE)
+            first.close()
+            second = LineClient.accept(listener)
+            welcome_on(second)
+            wait_for(lambda: client._outgoing._generation == 2)
+            release.set()  # the old socket is closed: that send fails
+            client.say("two")
+            texts = [second.next_json()["text"] for _ in range(2)]
+            assert texts == ["one", "two"]
+        finally:
+            release.set()
+            client.close()
