@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import select
 import socket
 import socketserver
@@ -65,8 +66,10 @@ ROOM_WAIT = 0.5
 #: What everyone is told when the server stops.
 GOODBYE = "Server shutting down. Goodbye!"
 
-_HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"OPTIONS ", b"DELETE ")
-_SNIFF_BYTES = 8  # enough to tell "OPTIONS " or a TLS record header
+#: A request line's start: a method, a space, and the start of its target
+#: ("/", "*" or "http://..."), so that a person called "GET" is not refused.
+_HTTP_REQUEST = re.compile(rb"(GET|POST|HEAD|PUT|OPTIONS|DELETE) [/*h]")
+_SNIFF_BYTES = 9  # enough to tell "OPTIONS /" or a TLS record header
 
 
 @dataclass
@@ -203,7 +206,15 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         if refusal is not None:
             self._refuse(request, *refusal)
             return
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # "can't start new thread": out of resources
+            with self._lock:  # undo the counts, or they would refuse others
+                self._readers.discard(thread)
+                self._per_address[host] -= 1
+                if not self._per_address[host]:
+                    del self._per_address[host]
+            self._refuse(request, "server_full", "The server is full (no threads).")
 
     def process_request_thread(self, request, client_address) -> None:
         try:
@@ -419,6 +430,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
                     if self._foreign(head):
                         return
                 self._receive(data)
+                if self._name_overdue():  # also for one who never stops sending
+                    self._give_up_on_name()
         except ProtocolError as exc:  # the stream cannot be trusted any more
             self.outbox.put(self.member.render(Error(exc.code, exc.text)))
             self._end(exc.text)
@@ -482,21 +495,30 @@ class ChatHandler(socketserver.BaseRequestHandler):
             self._prompted = True
             self.member.render = plain.render_bytes
             self.outbox.put(plain.PROMPT.encode() + b"\n")
-        if (
-            self.member.name is None
-            and config.register_timeout
-            and not config.echo
-            and now - self._started >= config.register_timeout
-        ):
-            text = f"No name after {config.register_timeout:g} s: goodbye."
-            self.outbox.put(self.member.render(Error("register_timeout", text)))
-            self._end("registration timeout")
+        if self._name_overdue():
+            self._give_up_on_name()
         elif self._pinging():
             if self._pinged and now - self._pinged >= config.ping_interval:
                 self._end("ping timeout")
             elif not self._pinged and now - self._heard >= config.ping_interval:
                 self._pinged = now
                 self.outbox.put(encode(Ping()))
+
+    def _name_overdue(self) -> bool:
+        config = self.server.config
+        return (
+            self.member.name is None
+            and bool(config.register_timeout)
+            and not config.echo
+            and not (self.session is not None and self.session.ended)
+            and time.monotonic() - self._started >= config.register_timeout
+        )
+
+    def _give_up_on_name(self) -> None:
+        timeout = self.server.config.register_timeout
+        text = f"No name after {timeout:g} s: goodbye."
+        self.outbox.put(self.member.render(Error("register_timeout", text)))
+        self._end("registration timeout")
 
     def _receive(self, data: bytes) -> None:
         lines = self.decoder.feed(data)
@@ -593,7 +615,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         """Is the first data from a browser or a TLS client?  Then answer it."""
         if self.server.config.echo:
             return False
-        if not (data.startswith(_HTTP_METHODS) or data[:2] == b"\x16\x03"):
+        if not (_HTTP_REQUEST.match(data) or data[:2] == b"\x16\x03"):
             return False
         what = "TLS" if data.startswith(b"\x16") else "HTTP"
         body = (

@@ -968,3 +968,44 @@ def test_a_close_is_not_a_reset():
     assert ours.recv(100) == b""
     assert not chat.server.was_reset(ours)
     ours.close()
+
+
+def test_a_stream_of_blank_lines_does_not_outlast_the_registration_timeout():
+    """Blank lines are free (flood control) and give no name: a client that
+    keeps the socket full of them used to dodge the clock for good."""
+    with running_server(register_timeout=0.5) as server:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.settimeout(DEADLINE)
+            deadline = time.monotonic() + 10 * DEADLINE
+            with contextlib.suppress(OSError):  # the server hangs up on it
+                while time.monotonic() < deadline:  # bounded: 64 KiB a send
+                    sock.sendall(b"\n" * 65536)
+            assert time.monotonic() < deadline, "never hung up on"
+        wait_for(lambda: not server.connections(), what="the connection gone")
+
+
+@pytest.mark.parametrize("typed", [b"GET \n", b"POST \r\n", b"HEAD \n"])
+def test_a_person_called_like_an_http_method_is_no_browser(server, typed):
+    with LineClient(server.port) as person:
+        person.send_raw(typed)
+        name = typed.strip().decode()
+        assert person.expect_text(f"Welcome, {name}!").startswith("* Welcome")
+
+
+def test_a_reader_thread_that_cannot_start_is_refused_and_not_counted(monkeypatch):
+    real_start = threading.Thread.start
+
+    def out_of_threads(thread):
+        if thread.name.startswith("reader"):
+            raise RuntimeError("can't start new thread")
+        return real_start(thread)
+
+    with running_server(max_per_address=1) as server:
+        monkeypatch.setattr(threading.Thread, "start", out_of_threads)
+        with LineClient(server.port) as refused:
+            [line] = refused.expect_closed()
+            assert json.loads(line)["code"] == "server_full"
+        monkeypatch.setattr(threading.Thread, "start", real_start)
+        assert server.connections_from("127.0.0.1") == 0
+        with json_client(server.port, "ann"):  # the address is not used up
+            assert server.room.names() == ("ann",)
