@@ -50,6 +50,10 @@ from .wire import Chunk, WireLog, format_record
 
 SEND_TIMEOUT = 5.0
 CONNECT_WAIT = 10.0
+#: At the end of input, how long the lines typed may take to go out (and the
+#: goodbye after them): a busy machine or a slow network needs more than the
+#: second ``close`` gives by default.  Closing returns as soon as all are sent.
+CLOSE_WAIT = 5.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,7 +234,7 @@ def chat(args: argparse.Namespace, show: Printer) -> int:
         # End of input (Ctrl+D, or the end of a pipe): let what was typed go
         # out before saying goodbye.
         client.wait_until_joined(CONNECT_WAIT)
-        client.close()
+        client.close(timeout=CLOSE_WAIT)
 
     keyboard = StdinReader(
         on_line, on_end=on_end, name="keyboard", on_too_long=lambda: show(TOO_LONG)
