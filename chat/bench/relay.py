@@ -75,9 +75,11 @@ class Relay:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # Reads only follow the selector, so only sendall ever waits.
         sock.settimeout(SEND_TIMEOUT)
+        # Registered first: whatever is in ``held`` is registered, even if a
+        # SIGTERM's exit (which closes everything) comes between the two.
+        self.selector.register(sock, selectors.EVENT_READ)
         self.held[sock] = b""
         self.unnamed.add(sock)
-        self.selector.register(sock, selectors.EVENT_READ)
 
     def _read(self, sock: socket.socket) -> bytes:
         """The complete lines that came from ``sock``, its name line left out."""
