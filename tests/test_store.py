@@ -414,18 +414,22 @@ def test_a_full_disk_is_logged_once_and_the_room_carries_on(tmp_path, caplog):
 # -- after a crash --------------------------------------------------------------
 
 
-def test_ids_given_just_before_a_crash_are_never_given_again(tmp_path):
-    """A kill -9 can lose the last tenth of a second: the ids of those lines
-    may have reached clients, so the next start skips far ahead."""
+def crashed_after_line_1(tmp_path: Path) -> Path:
+    """What a kill -9 leaves once line 1 is on disk (and line 2 is not yet)."""
     path = tmp_path / "h.db"
     store = opened(path)
     try:
         store.add(said(1))
         wait_for(lambda: on_disk(path, tmp_path / "copy"), what="line 1 on disk")
-        # What a kill -9 now leaves: line 1 saved, line 2 not yet.
-        crash = tmp_path / "copy" / "snapshot.db"
     finally:
         store.stop()
+    return tmp_path / "copy" / "snapshot.db"
+
+
+def test_ids_given_just_before_a_crash_are_never_given_again(tmp_path):
+    """A kill -9 can lose the last tenth of a second: the ids of those lines
+    may have reached clients, so the next start skips far ahead."""
+    crash = crashed_after_line_1(tmp_path)
     again = Store.open(crash)
     try:
         assert again.crashed
@@ -517,14 +521,7 @@ def test_batches_are_cut_into_few_statement_shapes():
 def test_the_jump_after_a_crash_survives_a_clean_stop_that_gave_no_id(tmp_path):
     """A start after a crash that says nothing and stops cleanly must not take
     the jump back: the ids lost in the crash may have reached clients."""
-    path = tmp_path / "h.db"
-    store = opened(path)
-    try:
-        store.add(said(1))
-        wait_for(lambda: on_disk(path, tmp_path / "copy"), what="line 1 on disk")
-        crash = tmp_path / "copy" / "snapshot.db"
-    finally:
-        store.stop()
+    crash = crashed_after_line_1(tmp_path)
     after_crash = reopened(crash)[0]  # then a clean stop, no id given
     assert after_crash >= 1 + store_module.CRASH_GAP
     assert reopened(crash)[0] == after_crash
