@@ -209,25 +209,24 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         try:
             thread.start()
         except RuntimeError:  # "can't start new thread": out of resources
-            with self._lock:  # undo the counts, or they would refuse others
-                self._readers.discard(thread)
-                self._per_address[host] -= 1
-                if not self._per_address[host]:
-                    del self._per_address[host]
+            self._uncount(thread, host)  # or the counts would refuse others
             self._refuse(request, "server_full", "The server is full (no threads).")
 
     def process_request_thread(self, request, client_address) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            host = normal_address(client_address[0])
-            with self._lock:
-                self._readers.discard(threading.current_thread())
-                left = self._per_address.get(host, 1) - 1
-                if left:
-                    self._per_address[host] = left
-                else:
-                    self._per_address.pop(host, None)
+            self._uncount(threading.current_thread(), normal_address(client_address[0]))
+
+    def _uncount(self, thread: threading.Thread, host: str) -> None:
+        """A reader is gone (or never started): it no longer counts."""
+        with self._lock:
+            self._readers.discard(thread)
+            left = self._per_address.get(host, 1) - 1
+            if left:
+                self._per_address[host] = left
+            else:
+                self._per_address.pop(host, None)
 
     def shutdown_request(self, request: socket.socket) -> None:
         """Leave the socket alone: the writer closes it (``Outbox.close``)."""
