@@ -73,6 +73,7 @@ APP_NAME = "ClassChat"
 POLL_MS = 50
 CHUNK = 50  # events handled, then drawn, at a time
 BUDGET = 0.025  # seconds of handling and drawing per poll, then Tk repaints
+NOT_CONNECTED = "Not connected: use Chat → Connect… first."
 FONT_SIZES = (8, 9, 10, 11, 12, 14, 16, 18, 20, 24, 28)
 
 HELP_TEXT = "\n".join(
@@ -336,7 +337,7 @@ class ChatApp:
             # (One of ours is shown even with an old id: a resend is answered
             # with the first copy, which a lost link kept from us.)
         elif isinstance(event, Error) and event.cid in self._pending:
-            self._failed(event.cid, event.text)
+            self._failed(event.cid, f"not sent: {event.text}")
             return []
         if isinstance(event, Joined):
             self.users.add(event.name)
@@ -411,19 +412,18 @@ class ChatApp:
         self.view.remove_pending(cid)
         return True
 
-    def _failed(self, cid: str, reason: str) -> None:
-        """The room refused a line: show why; a click sends it again."""
+    def _failed(self, cid: str, note: str) -> None:
+        """A line refused, or not confirmed: say so (``note``); a click sends
+        it again."""
         self._failed_lines[cid] = self._pending.pop(cid)
-        self.view.fail_pending(cid, f"not sent: {reason}", lambda: self._retry(cid))
+        self.view.fail_pending(cid, note, lambda: self._retry(cid))
 
     def _fail_all_pending(self, reason: str) -> None:
         """The client stopped for good: its waiting lines will not go by
         themselves (a click sends one again once connected).  The room may
         have them already: only the echo was missing."""
         for cid in list(self._pending):
-            self._failed_lines[cid] = self._pending.pop(cid)
-            note = f"not confirmed: {reason}"
-            self.view.fail_pending(cid, note, lambda cid=cid: self._retry(cid))
+            self._failed(cid, f"not confirmed: {reason}")
 
     def _retry(self, cid: str) -> None:
         """A click on a failed line: send it again, with the same ``cid``, so
@@ -432,9 +432,7 @@ class ChatApp:
         if line is None:
             return  # clicked twice, or the room confirmed it meanwhile
         if self.client is None:  # keep it: it can be sent once connected
-            self.add_lines(
-                [notice_line("Not connected: use Chat → Connect… first.", "error")]
-            )
+            self.add_lines([notice_line(NOT_CONNECTED, "error")])
             return
         del self._failed_lines[cid]
         self.view.remove_pending(cid)
@@ -535,9 +533,7 @@ class ChatApp:
             self.close()
             return
         if self.client is None:
-            self.add_lines(
-                [notice_line("Not connected: use Chat → Connect… first.", "error")]
-            )
+            self.add_lines([notice_line(NOT_CONNECTED, "error")])
             return
         cid = self.client.send(parsed)
         if cid is not None:  # a chat line: shown at once, waiting for the room
