@@ -228,6 +228,9 @@ class ChatClient:
         #: the welcome brings exactly what was missed.  Reader thread only.
         self.last_id: int | None = None
         self.room: str | None = None  # the history last_id counts in
+        #: The longest line ``send`` lets go, in bytes: the protocol's, or the
+        #: server's if its welcome says it takes less.  Set by the reader.
+        self.max_line = MAX_LINE_BYTES
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._link: _Link | None = None  # guarded by _lock
@@ -268,23 +271,28 @@ class ChatClient:
         reconnects, it is sent, in order, exactly once as far as the room can
         tell.  Returns that ``cid`` (``None`` for other messages).
 
-        A line longer than the protocol allows (``MAX_LINE_BYTES``) is not
-        sent: the server would refuse it without its ``cid``, so it would wait
-        for a confirmation forever.  An ``Error`` event (``too_long``) says so,
-        and ``None`` is returned.
+        A line longer than the protocol allows (``MAX_LINE_BYTES``), or than
+        the server said it takes (``max_line``), is not sent: the server would
+        refuse it without its ``cid``, so it would wait for a confirmation
+        forever.  An ``Error`` event (``too_long``) says so, and ``None`` is
+        returned.  (A line queued before a welcome that lowers the limit is
+        given up then, with the same event.)
         """
         cid = None
         if isinstance(message, (Say, Private)):
             cid = message.cid or new_cid()
             message = dataclasses.replace(message, cid=cid)
         data = encode(message)
-        if len(data) - 1 > MAX_LINE_BYTES:  # not counting its newline
-            too_long = f"That line is too long to send: {len(data) - 1:,} bytes"
-            limit = f"a line may be at most {MAX_LINE_BYTES:,}"
-            self._emit(Error("too_long", f"{too_long}, {limit}.", cid))
+        if len(data) - 1 > self.max_line:  # not counting its newline
+            self._emit(self._too_long(len(data) - 1, cid))
             return None
         self._outgoing.add(data, cid)
         return cid
+
+    def _too_long(self, size: int, cid: str | None) -> Error:
+        too_long = f"That line is too long to send: {size:,} bytes"
+        limit = f"a line may be at most {self.max_line:,}"
+        return Error("too_long", f"{too_long}, {limit}.", cid)
 
     def say(self, text: str, *, me: bool = False) -> str:
         """Send a chat line; returns its ``cid`` (see ``send``)."""
@@ -542,6 +550,7 @@ class ChatClient:
                 self.room, self.last_id = message.room, None
             for line in message.history:
                 self._saw(line)
+            self._take_line_limit(message.max_line)
             self._joined.set()
             with self._lock:  # one step for the writer, which reads the link
                 generation = self._outgoing.restart()  # what is kept goes, in order
@@ -574,6 +583,16 @@ class ChatClient:
         ):
             return message.text
         return ""
+
+    def _take_line_limit(self, server_limit: int | None) -> None:
+        """Keep to the server's line limit (a welcome's ``max_line``) where
+        it is below the protocol's, and give up what is queued over it."""
+        limit = MAX_LINE_BYTES
+        if server_limit is not None and 1 <= server_limit < MAX_LINE_BYTES:
+            limit = server_limit
+        self.max_line = limit
+        for entry in self._outgoing.drop_longer(limit):
+            self._emit(self._too_long(len(entry.data) - 1, entry.cid))
 
     # -- the writer thread ------------------------------------------------
 

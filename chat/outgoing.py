@@ -120,6 +120,15 @@ class Outgoing:
                     return True
             return False
 
+    def drop_longer(self, limit: int) -> list[Entry]:
+        """Give up every entry over ``limit`` bytes (not counting its newline),
+        for a server that takes no longer lines.  Returns those entries."""
+        with self._cond:
+            long = [e for e in self._entries if len(e.data) - 1 > limit]
+            for entry in long:
+                self._remove(self._entries.index(entry))
+            return long
+
     def unconfirmed(self) -> list[str]:
         """The cids still waiting for the server, oldest first."""
         with self._cond:

@@ -271,6 +271,9 @@ class Welcome:
     users: tuple[str, ...]
     history: tuple[Message | PrivateMessage, ...]
     room: str | None = None  # names this history: ids count within it
+    # The longest line this server takes, in bytes, when not MAX_LINE_BYTES
+    # (``--max-line-bytes``): a longer one would be refused without its cid.
+    max_line: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

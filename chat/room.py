@@ -113,8 +113,10 @@ class Room:
         max_welcome_bytes: int = DEFAULT_WELCOME_BYTES,
         deliver: Deliver | None = None,
         history: History | None = None,
+        max_line: int | None = None,
     ) -> None:
         self.max_welcome_bytes = max_welcome_bytes
+        self.max_line = max_line  # told in every welcome, when not None
         self._deliver = deliver or put_each
         self._lock = threading.Lock()
         # Everything below is guarded by _lock.
@@ -398,10 +400,11 @@ class Room:
                 notes.append("Some earlier messages are no longer kept.")
         whole = len(history)
         token = self._history.token
-        data = member.render(Welcome(name, self._names(), history, token))
+        names, limit = self._names(), self.max_line
+        data = member.render(Welcome(name, names, history, token, limit))
         while history and len(data) > self.max_welcome_bytes:
             history = history[max(len(history) // 4, 1) :]  # drop the oldest
-            data = member.render(Welcome(name, self._names(), history, token))
+            data = member.render(Welcome(name, names, history, token, limit))
         if len(history) < whole:
             dropped = whole - len(history)
             notes.append(f"{dropped} earlier messages were too long to replay.")

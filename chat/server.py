@@ -151,6 +151,13 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             self.config.max_outbox_bytes // 2,
             deliver=self.writer.broadcast,
             history=history,
+            # Told to JSON clients when not the protocol's: a line over it is
+            # refused before its cid is read, so they must not send one.
+            max_line=(
+                self.config.max_line_bytes
+                if self.config.max_line_bytes != MAX_LINE_BYTES
+                else None
+            ),
         )
         self.policy = Policy(
             password=self.config.password,

@@ -103,6 +103,37 @@ def test_a_line_just_within_the_limit_goes(server, make_client):
     assert next_event(client, Message).text == text
 
 
+def test_a_line_over_the_servers_own_limit_is_refused_before_it_goes():
+    """A server started with ``--max-line-bytes`` below the protocol's says so
+    in its welcome: a longer line would be refused there without its cid."""
+    with running_server(max_line_bytes=100) as server:
+        with json_client(server.port, "bob") as bob:
+            assert bob.welcome["max_line"] == 100
+        client = ChatClient("127.0.0.1", server.port, "ada")
+        try:
+            queued = client.say("q" * 150)  # before the welcome: the limit unknown
+            client.say("first")
+            client.start()
+            refused = next_event(client, Error)
+            assert (refused.code, refused.cid) == ("too_long", queued)
+            assert "at most 100" in refused.text
+            assert next_event(client, Message).text == "first"
+            assert client.say("x" * 150) == ""  # after it: not even queued
+            refused = next_event(client, Error)
+            assert refused.code == "too_long" and refused.cid
+            client.say("second")
+            assert next_event(client, Message).text == "second"
+            assert client.unconfirmed() == []
+            assert [m.text for m in server.room.history()] == ["first", "second"]
+        finally:
+            client.close()
+
+
+def test_a_server_on_the_protocols_limit_does_not_say_it(server):
+    with json_client(server.port, "bob") as bob:
+        assert "max_line" not in bob.welcome
+
+
 def test_a_bug_in_the_reader_thread_ends_the_client_with_a_word(
     make_client, monkeypatch
 ):

@@ -231,6 +231,16 @@ def test_the_limit_does_not_count_entries_without_a_cid():
     assert send_all(outgoing) == [b"pong"] * 5 + [b"a", b"b"]
 
 
+def test_drop_longer_gives_up_only_the_long_lines_and_keeps_the_place():
+    outgoing = ready((b"aa\n", "c-a"), (b"b" * 10 + b"\n", "c-b"), (b"cc\n", "c-c"))
+    entry, generation = outgoing.take(NOW)
+    outgoing.sent(entry, generation)  # "aa" went; the long one is next
+    dropped = outgoing.drop_longer(5)
+    assert [e.cid for e in dropped] == ["c-b"]
+    assert outgoing.unconfirmed() == ["c-a", "c-c"]
+    assert send_all(outgoing) == [b"cc\n"]  # "aa" is not sent twice
+
+
 def test_the_default_limit():
     assert Outgoing().limit == MAX_KEPT == 1000
 

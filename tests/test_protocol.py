@@ -355,6 +355,17 @@ def wire(message) -> dict:
             },
         ),
         (
+            Welcome("bob", ("bob",), (), "r1", max_line=100),
+            {
+                "type": "welcome",
+                "name": "bob",
+                "users": ["bob"],
+                "history": [],
+                "room": "r1",
+                "max_line": 100,
+            },
+        ),
+        (
             Welcome("bob", ("alice", "bob"), (Message(1, "alice", "hi", 1.0),)),
             {
                 "type": "welcome",
