@@ -1,13 +1,15 @@
 """Find chat servers from a terminal: ``python -m chat.discover``.
 
-    python -m chat.discover                      # ask the whole local network
+    python -m chat.discover                      # ask each local network
     python -m chat.discover --target 10.0.0.5    # ask one computer
     python -m chat.discover --port 4000 --json   # a server on another port
 
-Sends one discovery probe (``chat.discovery``) and prints every server that
-answers within ``--timeout`` seconds, as a table or, with ``--json``, as one
-JSON list.  Exit status: 0 if a server answered, 1 if none did, 2 if the
-probe could not be sent at all.
+Sends one discovery probe (``chat.discovery``) to ``--target``, or else to
+the broadcast address of each network this computer is on (as the window's
+"Find servers" does), and prints every server that answers within
+``--timeout`` seconds (for each network asked), as a table or, with
+``--json``, as one JSON list.  Exit status: 0 if a server answered, 1 if none
+did, 2 if no probe could be sent at all, 130 after Ctrl+C.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
-from .discovery import LIMITED_BROADCAST, Found, discover
+from .discovery import Found, broadcast_addresses, discover
 from .protocol import DEFAULT_PORT, escape_text
 
 HINTS = (
@@ -52,10 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--target",
-        default=LIMITED_BROADCAST,
         metavar="ADDRESS",
         help="where to send the probe: a broadcast address, or one computer "
-        "(default %(default)s: the whole local network)",
+        "(default: the broadcast address of each network this computer is on)",
     )
     parser.add_argument(
         "--port",
@@ -106,13 +107,46 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def ask(
+    targets: Sequence[str], port: int, timeout: float
+) -> tuple[list[Found], list[str]]:
+    """Probe each target in turn: the servers that answered, each once, and a
+    sentence for each target that could not be probed.
+
+    Blocks for ``timeout`` seconds per target.
+    """
+    found: dict[tuple[str, int], Found] = {}
+    failures = []
+    for target in targets:
+        try:
+            answers = discover(target, port, timeout)
+        except OSError as exc:
+            where = host_port(target, port)
+            failures.append(f"Cannot send a probe to {where}: {exc.strerror or exc}")
+            continue
+        for server in answers:
+            found.setdefault((server.address, server.port), server)
+    return list(found.values()), failures
+
+
 def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) -> int:
     args = build_parser().parse_args(argv)
-    where = host_port(args.target, args.port)
+    if args.target is not None:
+        targets = [args.target]
+        where = host_port(args.target, args.port)
+    else:
+        # Not 255.255.255.255: Linux sends that by the default route only,
+        # and a lab network without internet has none ("Network is
+        # unreachable"); a computer on two networks would miss one.
+        targets = broadcast_addresses()
+        where = f"the local network ({', '.join(targets)}), port {args.port}"
     try:
-        servers = discover(args.target, args.port, args.timeout)
-    except OSError as exc:
-        print(f"Cannot send a probe to {where}: {exc.strerror or exc}", file=sys.stderr)
+        servers, failures = ask(targets, args.port, args.timeout)
+    except KeyboardInterrupt:
+        return 130  # Ctrl+C: the user's choice, not a crash
+    for failure in failures:
+        print(failure, file=sys.stderr)
+    if len(failures) == len(targets):
         return 2
     if args.json:
         out(json.dumps([asdict(server) for server in servers], ensure_ascii=False))

@@ -127,11 +127,13 @@ def encode_reply(
     """The reply datagram for a server described by these fields.
 
     ``name`` is shown to people: its control and invisible characters are
-    escaped and it is cut to ``MAX_SERVER_NAME_CHARS``.  The other fields are
+    escaped, as is a lone surrogate (``socket.gethostname()`` gives one for
+    each byte of a name that is not UTF-8), and it is cut to
+    ``MAX_SERVER_NAME_CHARS``.  The other fields are
     checked; a wrong one raises ``ValueError`` or ``TypeError`` (a bug in
     the caller, never the peer's doing), as does a missing or extra one.
     """
-    name = escape_text(name)[:MAX_SERVER_NAME_CHARS]
+    name = _as_text(escape_text(name))[:MAX_SERVER_NAME_CHARS]
     if not name:
         raise ValueError("a server needs a name")
     if type(port) is not int or not 1 <= port <= 65535:
@@ -174,6 +176,7 @@ def parse_reply(data: bytes, address: str) -> Found | None:
         or type(name) is not str
         or not 1 <= len(name) <= MAX_SERVER_NAME_CHARS
         or escape_text(name) != name  # control characters: not from us
+        or _as_text(name) != name  # a lone surrogate: no terminal prints it
         or type(port) is not int
         or not 1 <= port <= 65535
         or type(users) is not int
@@ -183,6 +186,15 @@ def parse_reply(data: bytes, address: str) -> Found | None:
     ):
         return None
     return Found(name, address, port, users, password, tls)
+
+
+def _as_text(text: str) -> str:
+    """``text`` with each lone surrogate (``"\\udcff"``) written as an escape.
+
+    JSON can carry one (``"\\ud800"``) and ``gethostname`` can return one,
+    but UTF-8 cannot: printing it, or sending it, raises ``UnicodeEncodeError``.
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _json_object(data: bytes) -> dict[str, Any] | None:
@@ -416,9 +428,10 @@ def discover(
     is set only when ``target`` is a broadcast address.
 
     Raises ``OSError`` if the probe cannot be sent (no network; a host name
-    that does not resolve is ``socket.gaierror``).  Any thread may call it;
-    in a window, call it from a worker thread.
+    that does not resolve, or could not be one, is ``socket.gaierror``).
+    Any thread may call it; in a window, call it from a worker thread.
     """
+    check_host_name(target)
     family = socket.AF_INET6 if ":" in target else socket.AF_INET
     found: dict[tuple[str, int], Found] = {}
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
@@ -443,6 +456,22 @@ def discover(
             if server is not None:
                 found.setdefault((server.address, server.port), server)
     return list(found.values())
+
+
+def check_host_name(target: str) -> None:
+    """Raise ``socket.gaierror`` if ``target`` could not be a host name.
+
+    An empty label (``"café..lan"``) or one over 63 characters fails the
+    IDNA encoding ``sendto`` gives a name that is not ASCII, with a
+    ``TypeError``; an ASCII one would be looked up in vain.  Either way it is
+    no network's fault: say so as a lookup would, at once.  Sends nothing.
+    """
+    try:
+        target.encode("idna")
+    except UnicodeError as exc:
+        raise socket.gaierror(
+            socket.EAI_NONAME, "that is not a host name or an address"
+        ) from exc
 
 
 def is_broadcast(target: str) -> bool:

@@ -520,3 +520,147 @@ def test_python_dash_m_runs_it() -> None:
         )
     assert result.returncode == 0, result.stderr
     assert "lab-pc" in result.stdout
+
+
+# ---------------------------------------------------------------------------
+# Found in review: each of these failed before its fix
+
+
+@contextlib.contextmanager
+def answering_once(reply: bytes) -> Iterator[int]:
+    """A fake server on 127.0.0.1 that answers the first datagram with ``reply``.
+
+    Yields its port; the thread that answers is joined on exit.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        sock.settimeout(DEADLINE)
+
+        def answer() -> None:
+            with contextlib.suppress(OSError):
+                _, source = sock.recvfrom(65536)
+                sock.sendto(reply, source)
+
+        thread = threading.Thread(target=answer, name="fake server")
+        thread.start()
+        try:
+            yield sock.getsockname()[1]
+        finally:
+            thread.join(DEADLINE * 2)
+
+
+def test_a_name_that_is_not_text_is_not_a_reply() -> None:
+    # JSON can carry a lone surrogate ("\ud800"), which no terminal can print.
+    assert parse_reply(reply_bytes(name="bad\ud800"), LOOPBACK) is None
+    assert parse_reply(reply_bytes(name="\udcff"), LOOPBACK) is None
+
+
+def test_the_command_survives_a_reply_with_a_lone_surrogate() -> None:
+    with answering_once(reply_bytes(name="evil\ud800")) as port:
+        command = [sys.executable, "-m", "chat.discover", "--target", LOOPBACK]
+        command += ["--port", str(port), "--timeout", "0.5"]
+        result = subprocess.run(
+            command, cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE * 2
+        )
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 1  # that was no server
+    assert "No chat server answered" in result.stdout
+
+
+def test_a_host_name_that_is_not_utf8_is_escaped_not_a_crash() -> None:
+    # socket.gethostname() decodes a non-UTF-8 name with surrogateescape.
+    found = parse_reply(encode_reply(**{**DESCRIPTION, "name": "lab\udcff"}), LOOPBACK)
+    assert found is not None and found.name == "lab\\udcff"
+
+
+def test_a_responder_answers_for_a_host_name_that_is_not_utf8() -> None:
+    description = {**DESCRIPTION, "name": "lab\udcff"}
+    with responding(describe=lambda: description) as responder:
+        (found,) = discover(LOOPBACK, responder.port, DEADLINE, limit=1)
+    assert found.name == "lab\\udcff"
+
+
+@pytest.mark.parametrize("target", ["café..lan", "x" * 64 + ".lan", "10.0..5"])
+def test_a_target_that_is_no_host_name_is_an_os_error(target: str) -> None:
+    with pytest.raises(socket.gaierror):
+        discover(target, 4000, timeout=DEADLINE)
+
+
+def test_the_command_says_when_a_target_is_no_host_name(capsys) -> None:
+    status, lines = run_cli("--target", "café..lan", "--port", "4000")
+    assert status == 2
+    assert lines == []
+    assert "Cannot send a probe to café..lan:4000" in capsys.readouterr().err
+
+
+def test_ctrl_c_ends_the_command_without_a_traceback(monkeypatch, capsys) -> None:
+    def interrupted(*args: Any, **kwargs: Any) -> list[Found]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(discover_cli, "discover", interrupted)
+    try:
+        status, _ = run_cli("--target", LOOPBACK, "--port", "4000", "--timeout", "9")
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl+C came out of main() as a traceback")
+    assert status == 130  # the shell's number for "ended by Ctrl+C"
+
+
+@pytest.fixture
+def networks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The command's targets, recorded; only 127.0.0.1 is let through.
+
+    Stands in for this machine's broadcast addresses, so that nothing is
+    ever sent to a real one.
+    """
+    targets: list[str] = []
+    real_discover = discover_cli.discover
+
+    def recording(target: str, *args: Any, **kwargs: Any) -> list[Found]:
+        targets.append(target)
+        assert target == LOOPBACK, f"the command tried to probe {target!r}"
+        return real_discover(target, *args, **kwargs)
+
+    monkeypatch.setattr(discover_cli, "discover", recording)
+    monkeypatch.setattr(
+        discover_cli, "broadcast_addresses", lambda: [LOOPBACK], raising=False
+    )
+    return targets
+
+
+def test_the_command_asks_each_attached_network_by_default(networks) -> None:
+    # 255.255.255.255 leaves by the default route only (none on a lab LAN
+    # without internet: "Network is unreachable"); each network's own
+    # broadcast address reaches it, as the window's "Find servers" does.
+    with responding() as responder:
+        status, lines = run_cli("--port", str(responder.port), "--timeout", "0.5")
+    assert networks == [LOOPBACK]
+    assert status == 0
+    assert lines[1].split() == ["lab-pc", LOOPBACK, "4242", "3", "yes", "no"]
+
+
+def test_the_command_names_the_networks_it_asked(networks) -> None:
+    with silent_port() as port:
+        status, lines = run_cli("--port", str(port), "--timeout", "0.2")
+    assert status == 1
+    assert lines[0] == (
+        f"No chat server answered within 0.2 s on the local network "
+        f"({LOOPBACK}), port {port}."
+    )
+
+
+def test_one_network_that_cannot_be_asked_does_not_hide_the_others(
+    monkeypatch, capsys
+) -> None:
+    def discover_here(target: str, *args: Any, **kwargs: Any) -> list[Found]:
+        if target == "10.9.9.255":
+            raise OSError(101, "Network is unreachable")
+        return [Found("lab-pc", LOOPBACK, 4242, 3, True, False)]
+
+    monkeypatch.setattr(discover_cli, "discover", discover_here)
+    monkeypatch.setattr(
+        discover_cli, "broadcast_addresses", lambda: ["10.9.9.255", LOOPBACK]
+    )
+    status, lines = run_cli("--port", "4000", "--timeout", "0.1")
+    assert status == 0
+    assert lines[1].split()[0] == "lab-pc"
+    assert "Cannot send a probe to 10.9.9.255:4000" in capsys.readouterr().err
