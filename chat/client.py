@@ -550,6 +550,11 @@ class ChatClient:
                 self.room, self.last_id = message.room, None
             for line in message.history:
                 self._saw(line)
+            # Lines before this one were said before we came (or replayed just
+            # now): a comeback asks for what follows it, even if we saw none.
+            last = message.last_id
+            if last is not None and last >= 0 and (self.last_id or 0) <= last:
+                self.last_id = last
             self._take_line_limit(message.max_line)
             self._joined.set()
             with self._lock:  # one step for the writer, which reads the link

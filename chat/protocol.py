@@ -271,6 +271,9 @@ class Welcome:
     users: tuple[str, ...]
     history: tuple[Message | PrivateMessage, ...]
     room: str | None = None  # names this history: ids count within it
+    # The newest id in that history as the newcomer came in: where a later
+    # ``since`` starts for one who has seen no line of it yet.
+    last_id: int | None = None
     # The longest line this server takes, in bytes, when not MAX_LINE_BYTES
     # (``--max-line-bytes``): a longer one would be refused without its cid.
     max_line: int | None = None

@@ -400,11 +400,11 @@ class Room:
                 notes.append("Some earlier messages are no longer kept.")
         whole = len(history)
         token = self._history.token
-        names, limit = self._names(), self.max_line
-        data = member.render(Welcome(name, names, history, token, limit))
+        names, last, limit = self._names(), self._history.last_id, self.max_line
+        data = member.render(Welcome(name, names, history, token, last, limit))
         while history and len(data) > self.max_welcome_bytes:
             history = history[max(len(history) // 4, 1) :]  # drop the oldest
-            data = member.render(Welcome(name, names, history, token, limit))
+            data = member.render(Welcome(name, names, history, token, last, limit))
         if len(history) < whole:
             dropped = whole - len(history)
             notes.append(f"{dropped} earlier messages were too long to replay.")

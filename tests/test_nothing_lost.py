@@ -218,6 +218,32 @@ def test_a_client_that_comes_back_gets_exactly_what_it_missed(tmp_path, clients)
         assert (ada.room, ada.last_id) == (room, missed[-1]["id"])
 
 
+def test_a_client_that_saw_no_line_yet_still_comes_back_without_a_gap(
+    tmp_path, clients
+):
+    """With ``--history 0`` a newcomer is shown nothing, so it has seen no id:
+    the welcome's ``last_id`` is where its comeback starts, so what was said
+    while it was away comes, and what was said before it came does not."""
+    db = str(tmp_path / "h.db")
+    with serving(db=db, history=0) as first:
+        port = first.port
+        with json_client(port, "bob") as bob:
+            said_before = say(bob, "before ada came")
+            ada = clients(port, "ada")
+            welcome = next_event(ada, Welcome)
+            assert welcome.history == () and welcome.last_id == said_before["id"]
+    next_event(ada, Disconnected)
+    with (
+        serving(db=db, history=0) as elsewhere,
+        json_client(elsewhere.port, "bob") as bob,
+    ):
+        missed = [say(bob, "m1"), say(bob, "m2")]
+    with serving(port=port, db=db, history=0):
+        welcome = next_event(ada, Welcome, COMEBACK)
+        assert texts(welcome.history) == ["m1", "m2"]
+        assert ada.last_id == missed[-1]["id"] == welcome.last_id
+
+
 def test_since_replays_exactly_the_lines_missed_on_a_running_server(tmp_path):
     with (
         serving(db=str(tmp_path / "h.db"), store_private=True) as server,

@@ -355,13 +355,14 @@ def wire(message) -> dict:
             },
         ),
         (
-            Welcome("bob", ("bob",), (), "r1", max_line=100),
+            Welcome("bob", ("bob",), (), "r1", last_id=7, max_line=100),
             {
                 "type": "welcome",
                 "name": "bob",
                 "users": ["bob"],
                 "history": [],
                 "room": "r1",
+                "last_id": 7,
                 "max_line": 100,
             },
         ),

@@ -110,7 +110,7 @@ def test_first_member_is_welcomed_alone_with_no_history():
     alice = json_member()
     room.join(alice, "alice")
     [welcome] = received(alice)
-    assert welcome == Welcome("alice", ("alice",), (), welcome.room)
+    assert welcome == Welcome("alice", ("alice",), (), welcome.room, last_id=0)
     assert welcome.room  # names this history, for a later "since"
     assert alice.name == "alice"
     assert room.names() == ("alice",)
@@ -153,6 +153,19 @@ def test_history_can_be_turned_off(size):
     [alice] = joined(room, "alice")
     room.say(alice, [Say("gone")])
     assert room.history() == ()
+
+
+@pytest.mark.parametrize("size", [0, 3])
+def test_the_welcome_names_the_newest_id_shown_or_not(size):
+    """A newcomer shown nothing still learns where its history starts."""
+    room = Room(history_size=size)
+    [alice] = joined(room, "alice")
+    room.say(alice, [Say("one"), Say("two")])
+    newest = received(alice)[-1]
+    bob = json_member()
+    room.join(bob, "bob")
+    [welcome] = received(bob)
+    assert newest.text == "two" and welcome.last_id == newest.id
 
 
 def test_join_keeps_the_names_normal_form():

@@ -77,7 +77,7 @@ def test_json_conversation():
     alice = json_session(room)
     alice.receive([HELLO_ALICE])
     [welcome] = received(alice.member)
-    assert welcome == Welcome("alice", ("bob", "alice"), (), welcome.room)
+    assert welcome == Welcome("alice", ("bob", "alice"), (), welcome.room, 0)
     assert received(bob) == [Joined("alice")]
 
     alice.receive(
