@@ -639,6 +639,36 @@ def test_find_servers_says_when_nobody_answers(make_app):
     assert dialog.found.size() == 0
 
 
+@pytest.mark.parametrize("port", ["99999", "-1", "0"])
+def test_find_servers_refuses_a_port_out_of_range(make_app, port):
+    """Not a search that dies in its thread with a traceback."""
+    app = make_app(host="127.0.0.1", port=12345, name="ada")
+    asked = []
+    app.find_targets = lambda: asked.append(1) or ["127.0.0.1"]
+    app.ask_connect()
+    dialog = app._dialog
+    dialog.port.delete(0, "end")
+    dialog.port.insert(0, port)
+    dialog.find_button.invoke()
+    assert dialog.found_label.cget("text") == "The port is a number from 1 to 65535."
+    assert asked == [] and dialog._finder is None
+
+
+def test_closing_the_dialog_stops_a_search_of_many_networks(make_app):
+    app = make_app(host="127.0.0.1", port=12345, name="ada")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as quiet:
+        quiet.bind(("127.0.0.1", 0))  # nobody answers: each target takes 1 s
+        app.find_targets = lambda: ["127.0.0.1"] * 5
+        app.ask_connect()
+        dialog = app._dialog
+        dialog.port.delete(0, "end")
+        dialog.port.insert(0, str(quiet.getsockname()[1]))
+        dialog.find_button.invoke()
+        finder = dialog._finder
+        dialog.destroy()
+        assert not finder.is_alive()  # joined, not left behind for 4 s more
+
+
 def test_the_doctor_explains_a_refused_connection_once(make_app):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

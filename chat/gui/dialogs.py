@@ -17,6 +17,7 @@ from ..discovery import Found, broadcast_addresses, discover
 from ..protocol import DEFAULT_PORT, ProtocolError, check_name, escape_text
 
 FIND_TIMEOUT = 1.0
+BAD_PORT = "The port is a number from 1 to 65535."
 NOBODY_ANSWERED = (
     "No server answered. Is it running, started with --host 0.0.0.0, and not "
     "with --no-discovery? Or type its address."
@@ -26,9 +27,10 @@ NOBODY_ANSWERED = (
 class ServerFinder(threading.Thread):
     """Sends the discovery probe to each target and collects the answers.
 
-    A thread of its own, as ``discover`` waits a second for answers; the
-    dialog starts it, polls ``is_alive()`` with ``after()``, then reads
-    ``found`` (or ``failure``) and joins it.
+    A thread of its own, as ``discover`` waits a second for answers (for
+    each target); the dialog starts it, polls ``is_alive()`` with
+    ``after()``, then reads ``found`` (or ``failure``) and joins it.
+    ``stop()`` (any thread) makes it end after the target it is asking.
     """
 
     def __init__(self, targets: list[str], port: int) -> None:
@@ -37,10 +39,16 @@ class ServerFinder(threading.Thread):
         self.port = port
         self.found: list[Found] = []
         self.failure = ""
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
 
     def run(self) -> None:
         seen = set()
         for target in self.targets:
+            if self._stopping.is_set():
+                return
             try:
                 answers = discover(target, self.port, FIND_TIMEOUT)
             except OSError as exc:
@@ -68,7 +76,7 @@ def check_connect_fields(host: str, port: str, name: str) -> tuple[str, int, str
     except ValueError:
         return "The port is a number, such as 12345."
     if not 1 <= number <= 65535:
-        return "The port is a number from 1 to 65535."
+        return BAD_PORT
     try:
         name = check_name(name.strip())
     except ProtocolError as exc:
@@ -176,6 +184,10 @@ class ConnectDialog(tk.Toplevel):
             port = int(self.port.get())
         except ValueError:
             port = DEFAULT_PORT
+        if not 1 <= port <= 65535:
+            self.found_label.configure(text=BAD_PORT)
+            self.bell()
+            return
         self._finder = ServerFinder(self._find_targets(), port)
         self._finder.start()
         self.found_label.configure(text="Looking for servers…")
@@ -224,7 +236,8 @@ class ConnectDialog(tk.Toplevel):
         if self._poll_id is not None:
             self.after_cancel(self._poll_id)
             self._poll_id = None
-        if self._finder is not None:
+        if self._finder is not None:  # it ends after the target it is asking
+            self._finder.stop()
             self._finder.join(FIND_TIMEOUT + 0.5)  # at most a second, and rare
         super().destroy()
 
