@@ -39,7 +39,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .client import ChatClient, Closed, Disconnected
@@ -50,6 +50,7 @@ from .protocol import (
     Joined,
     Message,
     Welcome,
+    escape_text,
     name_key,
 )
 
@@ -77,6 +78,10 @@ JITTER = 0.4
 TICK = 0.1
 #: Names one place in the crowd tries (each one taken) before it gives up.
 MAX_NAME_TRIES = 10
+#: Seconds a bot waits for its first welcome before it gives up: an echo
+#: server, or a port that accepts and says nothing, never sends one.  More
+#: than the client's connect timeout, so that a failed connect says why.
+WELCOME_TIMEOUT = 20.0
 #: Clients started or closed at once, in as many short-lived threads.  One at
 #: a time, 200 bots took 0.6 s to start and 0.8 s to close on a 2-core
 #: machine (each waits for its client's threads to get a turn); 16 at once,
@@ -226,7 +231,9 @@ class _Bot:
     client: ChatClient
     tries: int = 1  # names tried for this place
     welcomed: bool = False  # in the room at least once: a refusal is not the name's
+    refusal: str = ""  # what the server said when it turned this bot away
     next_talk: float | None = None  # monotonic time; None while not in the room
+    started: float = field(default_factory=time.monotonic)  # its client's start
 
 
 class Bots:
@@ -456,12 +463,28 @@ class Bots:
                 self._taken.add(name_key(bot.client.name))
                 if bot.tries < MAX_NAME_TRIES:
                     bot.tries += 1
-                    bot.client = self._start(self._free_names(1)[0])
-                    continue
-                self._note(f"no free name after {bot.tries} tries")
+                    name = self._free_names(1)[0]
+                    try:
+                        bot.client = self._start(name)
+                        bot.started = now
+                    except Exception as exc:  # out of threads, say: as in _resize_to
+                        self._note(f"could not start {name}: {exc}")
+                    else:
+                        continue
+                else:
+                    self._note(f"no free name after {bot.tries} tries")
+                outcome = "closed"
+            elif (
+                not outcome and not bot.welcomed and now - bot.started > WELCOME_TIMEOUT
+            ):
+                self._note(
+                    f"{bot.client.name}: no welcome from the server after "
+                    f"{WELCOME_TIMEOUT:g} s (is it a chat server?)"
+                )
                 outcome = "closed"
             if outcome == "closed":
-                # It stopped by itself: its threads end right after Closed.
+                # Stopped by itself (its threads end right after Closed), or
+                # given up on: close() ends it and joins its threads.
                 bot.client.close()
                 self._bots.remove(bot)
             elif not bot.client.connected:
@@ -515,9 +538,13 @@ class Bots:
             elif isinstance(event, Error):
                 if event.code == "name_taken" and not bot.welcomed:
                     return "name taken"  # the rest of this queue is dropped with it
+                if not bot.welcomed:
+                    bot.refusal = event.text
                 self._note(f"{bot.client.name}: {event.text}")
             elif isinstance(event, Disconnected) and event.retry_in is None:
-                self._note(f"{bot.client.name}: {event.reason}")
+                # Why the server turned it away says more than how it hung up
+                # ("connection reset").
+                self._note(f"{bot.client.name}: {bot.refusal or event.reason}")
             elif isinstance(event, Closed):
                 return "closed"
 
@@ -528,6 +555,9 @@ class Bots:
         return self._rng.uniform(1 - JITTER, 1 + JITTER) / rate
 
     def _note(self, problem: str) -> None:
+        """Report ``problem`` (the property, and the log's first line of this
+        resize), escaped: it holds what a server said, and any may be hostile."""
+        problem = escape_text(problem)
         with self._lock:
             self._problem = problem
         if not self._warned:  # one line per resize, not one per bot
@@ -616,12 +646,17 @@ def _watch(bots: Bots, args: argparse.Namespace, stop: threading.Event) -> int:
     """Report how the crowd is doing until ``stop`` or ``--seconds``.  Exit status."""
     deadline = None if args.seconds is None else time.monotonic() + args.seconds
     announced = False
+    been_in = False  # any bot in the room at any time
     while not stop.wait(TICK):
         if deadline is not None and time.monotonic() >= deadline:
             break
         count, joined = bots.count, bots.joined
-        if count == 0 and bots.problem:  # every bot gave up
-            _say(f"No bot could join: {bots.problem}")
+        been_in = been_in or joined > 0
+        if count == 0 and bots.problem:  # every bot gave up, or was sent away
+            if been_in:
+                _say(f"No bot is left in the room: {bots.problem}")
+            else:
+                _say(f"No bot could join: {bots.problem}")
             return 1
         if not announced and 0 < count == joined:
             announced = True

@@ -77,6 +77,27 @@ def count(text: str) -> int:
     return value
 
 
+def client_count(text: str) -> int:
+    """``--max-clients``'s type: 1 or more (0 would turn everyone away)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (1 or more)")
+    return value
+
+
+#: The most lines --history may ask for.  A welcome is cut to a size in bytes
+#: anyway; the bound keeps a typo from becoming a traceback (or the memory).
+MAX_HISTORY = 100_000
+
+
+def history_size(text: str) -> int:
+    """``--history``'s type: 0 to ``MAX_HISTORY`` lines."""
+    value = int(text)
+    if not 0 <= value <= MAX_HISTORY:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (0 to {MAX_HISTORY})")
+    return value
+
+
 def port_number(text: str) -> int:
     """``--port``'s type: 0 to 65535 (a typo gets a usage line, not a traceback)."""
     port = int(text)
@@ -108,14 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-clients",
-        type=int,
+        type=client_count,
         default=ServerConfig.max_clients,
         metavar="N",
         help="most connections at once (default %(default)s)",
     )
     parser.add_argument(
         "--history",
-        type=int,
+        type=history_size,
         default=DEFAULT_HISTORY,
         metavar="N",
         help="messages replayed to a newcomer (default %(default)s)",
@@ -352,7 +373,8 @@ class Operator:
             self._bots.stop()
 
     def handle(self, line: str) -> None:
-        """Carry out one line the operator typed."""
+        """Carry out one line the operator typed.  Never raises: a command
+        that fails is logged and said to have failed."""
         text = line.strip()
         if not text:
             return
@@ -363,8 +385,12 @@ class Operator:
         action = self._commands().get(command.lower())
         if action is None:
             self.out(f"Unknown command {escape_text(command)}; /help lists them.")
-        else:
+            return
+        try:
             action(rest.strip())
+        except Exception:  # our bug: say so, and keep reading (/quit must work)
+            log.exception("the command %s failed", command)
+            self.out(f"{escape_text(command)} failed: a bug (see the log).")
 
     def _commands(self) -> dict[str, Callable[[str], None]]:
         return {
@@ -399,8 +425,8 @@ class Operator:
                     f"{bots.count} bots, {bots.joined} in the room, "
                     f"{bots.sent} lines said."
                 )
-                if bots.problem:
-                    self.out(f"Last problem: {bots.problem}")
+            if bots is not None and bots.problem:  # also why the last ones gave up
+                self.out(f"Last problem: {bots.problem}")
             return
         try:
             n = int(rest)
@@ -408,6 +434,9 @@ class Operator:
                 raise ValueError
         except ValueError:
             self.out(f"Usage: /bots N, with N from 0 to {MAX_BOTS}.")
+            return
+        if self.server.config.echo:  # no welcome would ever come: they would wait
+            self.out("This server only echoes (--echo): there is no room for bots.")
             return
         if bots is None:
             if n == 0:
@@ -420,12 +449,11 @@ class Operator:
                 password=self.server.config.password,
                 fingerprint=self.tls_fingerprint,
             )
+        before = bots.count
         if not bots.resize(n):
             self.out(f"Still on their way: {n} bots asked for; /bots shows progress.")
-        elif n:
-            self.out(f"{n} bots are coming in; /bots 0 sends them away.")
         else:
-            self.out("The bots have left.")
+            self.out(_crowd_change(before, n))
 
     def _help(self, rest: str) -> None:
         for help_line in OPERATOR_HELP:
@@ -616,6 +644,22 @@ def start_discovery(
         return None
     responder.start()
     return responder
+
+
+def _crowd_change(before: int, after: int) -> str:
+    """What ``/bots N`` did, for a crowd of ``before`` bots made ``after``."""
+    if after == 0:
+        return "The bots have left." if before else "No bots to remove."
+    if after == before:
+        return f"The crowd is {after} already."
+    if before == 0:
+        return f"{after} bots are coming in; /bots 0 sends them away."
+    if after > before:
+        more = after - before
+        coming = "1 more bot is" if more == 1 else f"{more} more bots are"
+        return f"{coming} coming in; the crowd is now {after}."
+    gone = before - after
+    return f"{gone} bot{'s' if gone > 1 else ''} sent away; the crowd is now {after}."
 
 
 def _duration(seconds: float) -> str:

@@ -29,7 +29,7 @@ from chat.bots import (
 )
 from chat.protocol import MAX_NAME_CHARS, check_name, name_key
 from chat.tls import file_fingerprint
-from tests.helpers import DEADLINE, json_client, running_server, wait_for
+from tests.helpers import DEADLINE, LineClient, json_client, running_server, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRST_FIVE = ("ada", "alan", "grace", "linus", "guido")
@@ -365,3 +365,104 @@ def read_until(
                     raise AssertionError(f"output ended without {fragment!r}: {seen!r}")
                 seen += chunk
     return seen.decode("utf-8", "replace")
+
+
+# -- found in review: what a teacher would have seen ---------------------------
+
+
+def test_a_bot_turned_away_reports_what_the_server_said(make_bots):
+    """A full server says why before it hangs up.  That is the problem
+    reported, not the way the connection ended ("connection reset")."""
+    with running_server(max_clients=2) as server:
+        bots = make_bots(server.port)
+        bots.resize(4)
+        wait_for(lambda: bots.count == 2, what="two bots turned away")
+        assert "full" in bots.problem, bots.problem
+        assert bots.stop()
+
+
+def test_a_servers_control_characters_never_reach_the_terminal(make_bots, caplog):
+    """Bots may be pointed at anyone's server: what it says is shown escaped."""
+    hostile = b'{"type":"error","code":"bad_password","text":"\\u001b[2J\\u0007gone"}\n'
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def answer() -> None:
+            with LineClient.accept(listener) as peer:
+                peer.next_line()  # the hello
+                peer.send_raw(hostile)
+
+        fake = threading.Thread(target=answer, name="fake server", daemon=True)
+        fake.start()
+        bots = make_bots(listener.getsockname()[1])
+        bots.resize(1)
+        wait_for(lambda: bots.count == 0 and bots.problem, what="the bot to give up")
+        fake.join(DEADLINE)
+    assert "\\x1b[2J\\x07gone" in bots.problem
+    shown = bots.problem + caplog.text
+    assert "\x1b" not in shown and "\x07" not in shown
+
+
+def test_a_bot_that_cannot_be_started_again_does_not_end_the_crowd(
+    server, make_bots, monkeypatch
+):
+    """Out of threads when a taken name is tried again: that bot gives up and
+    says why, as when the crowd grows; the others stay, and resize still works."""
+    real_start = Bots._start
+
+    def start(self: Bots, name: str):
+        if name == "grace":  # the name tried after "ada", taken
+            raise RuntimeError("can't start new thread")
+        return real_start(self, name)
+
+    monkeypatch.setattr(Bots, "_start", start)
+    with json_client(server.port, "ada"):
+        bots = make_bots(server.port)
+        bots.resize(2)
+        wait_for(lambda: bots.count == 1, what="the bot with no thread to give up")
+        assert "can't start new thread" in bots.problem
+        wait_for(lambda: room_is(server, ("ada", "alan")), what="alan to stay")
+        monkeypatch.undo()
+        assert bots.resize(3, timeout=DEADLINE)
+        wait_for(lambda: bots.joined == 3, what="three bots in")
+
+
+def test_cli_does_not_say_no_bot_could_join_once_they_had(server):
+    """Every bot kicked out after joining: that is what it says, not that
+    none could join."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chat.bots", "2", "--port", str(server.port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        read_until(process, b"in the room")
+        wait_for(lambda: len(server.room.names()) == 2, what="two bots in")
+        for name in server.room.names():
+            server.room.kick(name, "enough")
+        output = read_until(process, b"Stopped")
+        assert process.wait(DEADLINE) == 1
+        assert "No bot could join" not in output
+        assert "kicked" in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(DEADLINE)
+        process.stdout.close()
+
+
+def test_a_bot_with_no_welcome_gives_up(make_bots, monkeypatch):
+    """Pointed at something that accepts but never welcomes (an echo server,
+    a silent port), a bot gives up and says so, rather than wait forever."""
+    monkeypatch.setattr("chat.bots.WELCOME_TIMEOUT", 0.5, raising=False)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        bots = make_bots(listener.getsockname()[1])
+        bots.resize(1)
+        with LineClient.accept(listener) as peer:
+            peer.next_line()  # the hello, never answered
+            wait_for(lambda: bots.count == 0, what="the bot to give up")
+    assert "no welcome" in bots.problem

@@ -662,3 +662,98 @@ def test_a_line_too_long_on_stdin_is_skipped_and_reading_goes_on():
         reader.stop()
     assert lines == ["before", "/quit"]  # not the tail of the long line either
     assert too_long == [True]
+
+
+# ---------------------------------------------------------------------------
+# Found in review: what a teacher at the console would have seen
+
+
+def test_bots_are_refused_on_an_echo_server(recorder):
+    """An echo server has no room: bots would wait for a welcome forever."""
+    from tests.helpers import running_server
+
+    with running_server(echo=True) as server:
+        operator = Operator(server, recorder.request_stop, recorder.out)
+        try:
+            operator.handle("/bots 3")
+            assert recorder.lines == [
+                "This server only echoes (--echo): there is no room for bots."
+            ]
+        finally:
+            operator.stop()
+
+
+def test_bots_n_says_how_the_crowd_changed(server, recorder):
+    """Shrinking the crowd must not say that bots are coming in."""
+    operator = Operator(server, recorder.request_stop, recorder.out)
+    try:
+        for typed in ("/bots 3", "/bots 1", "/bots 1", "/bots 2", "/bots 0"):
+            operator.handle(typed)
+        assert recorder.lines == [
+            "3 bots are coming in; /bots 0 sends them away.",
+            "2 bots sent away; the crowd is now 1.",
+            "The crowd is 1 already.",
+            "1 more bot is coming in; the crowd is now 2.",
+            "The bots have left.",
+        ]
+        wait_for(lambda: server.room.names() == (), what="the bots to leave")
+    finally:
+        operator.stop()
+
+
+def test_bots_say_why_none_are_left(server, recorder):
+    """Every bot turned away: /bots says why, not just "No bots"."""
+    operator = Operator(server, recorder.request_stop, recorder.out)
+
+    def status() -> list[str] | None:
+        recorder.lines.clear()
+        operator.handle("/bots")
+        shown = list(recorder.lines)
+        return shown if shown[0].startswith("No bots") and shown[1:] else None
+
+    try:
+        operator.handle("/ban 127.0.0.1")
+        operator.handle("/bots 2")
+        shown = wait_for(status, what="the reason the bots gave up")
+        assert shown[1].startswith("Last problem: ")
+        assert shown[1].endswith(": You are banned from this server.")
+    finally:
+        operator.stop()
+
+
+def test_a_command_that_fails_does_not_end_the_console(server, recorder, monkeypatch):
+    """A bug behind one command (here: the bots' thread failed, so /bots
+    raises) is reported; the keyboard thread goes on, and /quit still works."""
+    from chat.bots import Bots
+
+    def broken(self: Bots, now: float) -> None:
+        raise ZeroDivisionError("a bug in the bots")
+
+    monkeypatch.setattr(Bots, "_tend", broken)
+    operator = Operator(server, recorder.request_stop, recorder.out)
+    try:
+        operator.handle("/bots 1")  # the crowd's thread fails, and ends
+        recorder.lines.clear()
+        operator.handle("/bots 2")
+        assert recorder.lines == ["/bots failed: a bug (see the log)."]
+        operator.handle("/quit")
+        assert recorder.stops == 1
+    finally:
+        operator.stop()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--max-clients", "0"),  # nobody could ever join: "the server is full"
+        ("--max-clients", "-1"),
+        ("--history", "-3"),
+        ("--history", "99999999999999999999"),  # was a traceback at start
+        ("--history", "lots"),
+    ],
+)
+def test_counts_out_of_range_are_usage_errors(option, value, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args([option, value])
+    assert stopped.value.code == 2
+    assert f"argument {option}" in capsys.readouterr().err
