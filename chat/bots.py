@@ -39,7 +39,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from .client import ChatClient, Closed, Disconnected
@@ -78,10 +78,6 @@ JITTER = 0.4
 TICK = 0.1
 #: Names one place in the crowd tries (each one taken) before it gives up.
 MAX_NAME_TRIES = 10
-#: Seconds a bot waits for its first welcome before it gives up: an echo
-#: server, or a port that accepts and says nothing, never sends one.  More
-#: than the client's connect timeout, so that a failed connect says why.
-WELCOME_TIMEOUT = 20.0
 #: Clients started or closed at once, in as many short-lived threads.  One at
 #: a time, 200 bots took 0.6 s to start and 0.8 s to close on a 2-core
 #: machine (each waits for its client's threads to get a turn); 16 at once,
@@ -233,7 +229,6 @@ class _Bot:
     welcomed: bool = False  # in the room at least once: a refusal is not the name's
     refusal: str = ""  # what the server said when it turned this bot away
     next_talk: float | None = None  # monotonic time; None while not in the room
-    started: float = field(default_factory=time.monotonic)  # its client's start
 
 
 class Bots:
@@ -466,21 +461,12 @@ class Bots:
                     name = self._free_names(1)[0]
                     try:
                         bot.client = self._start(name)
-                        bot.started = now
                     except Exception as exc:  # out of threads, say: as in _resize_to
                         self._note(f"could not start {name}: {exc}")
                     else:
                         continue
                 else:
                     self._note(f"no free name after {bot.tries} tries")
-                outcome = "closed"
-            elif (
-                not outcome and not bot.welcomed and now - bot.started > WELCOME_TIMEOUT
-            ):
-                self._note(
-                    f"{bot.client.name}: no welcome from the server after "
-                    f"{WELCOME_TIMEOUT:g} s (is it a chat server?)"
-                )
                 outcome = "closed"
             if outcome == "closed":
                 # Stopped by itself (its threads end right after Closed), or

@@ -77,6 +77,9 @@ POLL = 0.1
 IDLE_WAIT = 5.0
 #: Silence from the server before we ping it, and the time it has to answer.
 KEEPALIVE = 20.0
+#: From our hello to the server's welcome: what takes longer is no chat
+#: server (an echo server, another program), or one that is stuck.
+WELCOME_TIMEOUT = 15.0
 #: Server lines can be long (a welcome carries the history).
 MAX_SERVER_LINE = 16 * 1024 * 1024
 #: Errors after which trying again with the same settings cannot help.
@@ -474,6 +477,7 @@ class ChatClient:
         decoder = LineDecoder(MAX_SERVER_LINE, MAX_SERVER_LINE)
         self._farewell = ""
         heard = time.monotonic()
+        welcome_due = heard + WELCOME_TIMEOUT
         pinged = 0.0
         if pending:  # text that came in with the TLS handshake
             fatal = self._receive(decoder.feed(pending), first)
@@ -484,7 +488,16 @@ class ChatClient:
             while not self._stopping.is_set():
                 # No polling to notice close(): it shuts the socket down, which
                 # wakes this select.  Wake for the keepalive's clock only.
-                if not selector.select(self._until_keepalive(heard, pinged)):
+                wait = self._until_keepalive(heard, pinged)
+                if not self._joined.is_set():
+                    left = welcome_due - time.monotonic()
+                    if left <= 0:  # silent, or saying anything but a welcome
+                        # Once it has welcomed us it is a chat server: try
+                        # again then.  The first time, it most likely is not.
+                        reason = f"no welcome within {WELCOME_TIMEOUT:g} s"
+                        return _Ending(reason, "no_welcome", fatal=first)
+                    wait = min(left + 0.01, wait)
+                if not selector.select(wait):
                     now = time.monotonic()
                     if not self._joined.is_set() or self.keepalive <= 0:
                         continue

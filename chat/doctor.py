@@ -39,6 +39,12 @@ ADVICE = {
         "The server stopped answering (it may have frozen, or the network "
         "dropped). The client keeps trying.",
     ],
+    "no_welcome": [
+        "Something answers on that port, but it is not a chat server, or it is "
+        "stuck: it never said welcome.",
+        "Check the port. A server started with --echo only echoes: start it "
+        "without --echo to chat.",
+    ],
     "loopback_only": [
         "The server listens on 127.0.0.1 only, so only its own computer can connect.",
         "Start it with: python server.py --host 0.0.0.0 (it then prints the "

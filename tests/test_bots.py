@@ -456,7 +456,7 @@ def test_cli_does_not_say_no_bot_could_join_once_they_had(server):
 def test_a_bot_with_no_welcome_gives_up(make_bots, monkeypatch):
     """Pointed at something that accepts but never welcomes (an echo server,
     a silent port), a bot gives up and says so, rather than wait forever."""
-    monkeypatch.setattr("chat.bots.WELCOME_TIMEOUT", 0.5, raising=False)
+    monkeypatch.setattr("chat.client.WELCOME_TIMEOUT", 0.5)
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()

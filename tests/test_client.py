@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import queue
 import re
@@ -261,6 +262,69 @@ def test_a_taken_name_at_the_first_connect_is_final(server, make_client):
         final = next_event(client, Disconnected)
         assert final.retry_in is None
         next_event(client, Closed)
+
+
+@contextlib.contextmanager
+def not_a_chat_server(chatty: bool):
+    """A port that accepts and never welcomes: silent, or saying a line
+    every 50 ms (at most 200).  Yields the port."""
+    stop = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(DEADLINE)
+
+        def serve() -> None:
+            with contextlib.suppress(OSError), listener.accept()[0] as conn:
+                for _ in range(200):
+                    if stop.wait(0.05):
+                        break
+                    if chatty:
+                        conn.sendall(b"220 hello from another program\r\n")
+                stop.wait(DEADLINE)
+
+        thread = threading.Thread(target=serve, name="not a chat server")
+        thread.start()
+        try:
+            yield listener.getsockname()[1]
+        finally:
+            stop.set()
+            thread.join(DEADLINE)
+
+
+@pytest.mark.parametrize("kind", ["silent", "chatty", "echo"])
+def test_no_welcome_from_a_first_server_ends_with_a_word(
+    kind, make_client, monkeypatch
+):
+    """Not "Connected" for ever: an echo server, or another program."""
+    monkeypatch.setattr(client_module, "WELCOME_TIMEOUT", 0.5)
+    with contextlib.ExitStack() as stack:
+        if kind == "echo":
+            port = stack.enter_context(running_server(echo=True)).port
+        else:
+            port = stack.enter_context(not_a_chat_server(kind == "chatty"))
+        client = make_client(port)
+        ended = next_event(client, Disconnected)
+        assert (ended.failure, ended.retry_in) == ("no_welcome", None)
+        assert ended.reason == "no welcome within 0.5 s"
+        next_event(client, Closed)
+
+
+def test_no_welcome_after_a_first_one_is_tried_again(make_client, monkeypatch):
+    """A server that welcomed us once is a chat server: a comeback that gets
+    no welcome (it is stuck, say) is tried again, not given up."""
+    monkeypatch.setattr(client_module, "WELCOME_TIMEOUT", 0.5)
+    monkeypatch.setattr(client_module, "BACKOFF", (0.1,))
+    with running_server() as first:
+        port = first.port
+        client = make_client(port)
+        next_event(client, Welcome)
+    next_event(client, Disconnected)
+    with contextlib.ExitStack() as stack:
+        stuck = socket.create_server(("127.0.0.1", port))  # takes, never welcomes
+        stack.enter_context(stuck)
+        ended = next_event(client, Disconnected)
+        while ended.failure != "no_welcome":  # before the listener: refused
+            ended = next_event(client, Disconnected)
+        assert ended.retry_in == 0.1
 
 
 def test_a_kicked_client_does_not_come_back(server, make_client):

@@ -23,6 +23,7 @@ from chat.doctor import ADVICE, advise, loopback_only
         ("tls_untrusted", "not signed"),
         ("tls_changed", "not the one seen before"),
         ("no_answer", "stopped answering"),
+        ("no_welcome", "--echo only echoes"),
     ],
 )
 def test_each_failure_has_words_and_something_to_try(failure, says):
