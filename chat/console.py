@@ -13,6 +13,7 @@ character a peer sent shown escaped (``SafeFormatter``).
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import socket
@@ -640,7 +641,11 @@ def start_discovery(
     try:
         responder = DiscoveryResponder(config.host, server.port, describe)
     except OSError as exc:
-        out(f"Discovery is off: UDP port {server.port} is taken ({exc.strerror}).")
+        if exc.errno == errno.EADDRINUSE:
+            why = f"UDP port {server.port} is taken"
+        else:  # an address it cannot listen on, say
+            why = f"it cannot listen on UDP port {server.port}"
+        out(f"Discovery is off: {why} ({exc.strerror or exc}).")
         return None
     responder.start()
     return responder

@@ -10,6 +10,7 @@ flushed at once makes a test fail rather than wait.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from chat import console
 from chat.console import (
     OPERATOR_HELP,
     Operator,
@@ -39,7 +41,14 @@ from chat.protocol import MAX_UNTERMINATED_BYTES
 from chat.server import GOODBYE, ServerConfig
 from chat.store import default_path
 from chat.terminal import StdinReader
-from tests.helpers import DEADLINE, LineClient, json_client, plain_client, wait_for
+from tests.helpers import (
+    DEADLINE,
+    LineClient,
+    json_client,
+    plain_client,
+    running_server,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMESTAMP = re.compile(r"^\d\d:\d\d:\d\d ")
@@ -757,3 +766,30 @@ def test_counts_out_of_range_are_usage_errors(option, value, capsys):
         build_parser().parse_args([option, value])
     assert stopped.value.code == 2
     assert f"argument {option}" in capsys.readouterr().err
+
+
+def test_discovery_says_when_its_udp_port_is_taken():
+    with (
+        running_server() as server,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+    ):
+        udp.bind(("127.0.0.1", server.port))  # the same number, on UDP
+        said: list[str] = []
+        assert console.start_discovery(server, said.append) is None
+    assert said == [
+        f"Discovery is off: UDP port {server.port} is taken (Address already in use)."
+    ]
+
+
+def test_discovery_that_cannot_listen_for_another_reason_says_so(monkeypatch):
+    def unavailable(*args, **kwargs):
+        raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+
+    monkeypatch.setattr(console, "DiscoveryResponder", unavailable)
+    with running_server() as server:
+        said: list[str] = []
+        assert console.start_discovery(server, said.append) is None
+    assert said == [
+        f"Discovery is off: it cannot listen on UDP port {server.port} "
+        "(Cannot assign requested address)."
+    ]
