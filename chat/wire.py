@@ -53,6 +53,16 @@ SPLIT_MARK = "┃"
 
 _NAMED = {"\n": NEWLINE_MARK, "\r": "\\r", "\t": "\\t"}
 _PRINTABLE_ASCII = re.compile(rb"[\x20-\x7e]+")
+# Printable to Python, yet drawn as nothing: Unicode's default-ignorable
+# letters and marks (fillers, variation selectors) and the blank braille
+# cell.  Shown as themselves, they could hide text in a line that looks
+# empty, or bytes inside an emoji.  (The letters among them are the ones
+# ``protocol`` refuses in names; this module imports nothing, so they are
+# written out again here.)
+_INVISIBLE = re.compile(
+    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2800\u3164"
+    "\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]"
+)
 
 
 class Chunk(NamedTuple):
@@ -367,7 +377,7 @@ def _add(spans: list[Span], span: Span) -> None:
 
 def _char_span(char: str, start: int, end: int) -> Span:
     """A printable character as itself; anything else as a visible escape."""
-    if char.isprintable():
+    if char.isprintable() and not _INVISIBLE.match(char):
         return Span(TEXT, char, start, end)
     if char in _NAMED:
         return Span(ESCAPE, _NAMED[char], start, end)

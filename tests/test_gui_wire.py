@@ -258,3 +258,57 @@ def test_a_real_client_shows_its_hello_and_the_welcome(root, make_panel):
     assert say.startswith("→ ") and '"text":"hi 👋"' in say
     assert lines.index(hello) < lines.index(welcome) < lines.index(say)
     client.wire = None  # what the owner does when the panel closes
+
+
+# ---------------------------------------------------------------------------
+# Review: a hostile stream must not freeze the window
+
+
+def test_chunks_full_of_marks_do_not_freeze_the_window(root, make_panel):
+    """Newlines, bad bytes and controls give a row hundreds of coloured
+    marks; Tk's text widget slows down with the square of the tag changes
+    in one line, so one poll drawing such rows used to take seconds."""
+    import time
+
+    panel = make_panel()
+    polls = []
+    poll = panel._poll
+
+    def timed_poll():  # the poll reschedules itself as panel._poll: this
+        started = time.monotonic()
+        poll()
+        polls.append(time.monotonic() - started)
+
+    panel._poll = timed_poll
+    pump_until(root, lambda: polls, "a timed poll")  # the first one is not
+    hostile = [b"\n" * 256, b"a\xff" * 128, bytes(range(32)) * 8, b"\n" * 65536]
+    feed_from_a_thread(panel, [(IN, hostile[i % 4]) for i in range(12)])
+    pump_until(root, lambda: panel.row_count() == 12, "every row", timeout=60)
+    assert max(polls) < 0.25, f"the window froze for {max(polls):.1f} s"
+    assert tagged(panel, SPLIT)  # still coloured
+    assert "\\xff" in panel.contents()
+
+
+def test_a_loss_is_shown_where_it_happened(root, make_panel, monkeypatch):
+    """Chunks lost to a full queue are noted between the chunks they came
+    between, and the cut character they held is forgotten before the next
+    chunk: a client thread may queue more while the panel is draining."""
+    panel = make_panel(max_queued=1)
+    euro = "€".encode()  # e2 82 ac
+    panel.feed(IN, b"a" + euro[:2])  # queued, and ends inside €
+    panel.feed(IN, euro[2:] + b"b" + WAVE[:2])  # lost: the queue is full
+    get = panel.feed.queue.get_nowait
+
+    def get_then_the_client_goes_on():
+        chunk = get()
+        monkeypatch.setattr(panel.feed.queue, "get_nowait", get)
+        panel.feed(IN, WAVE[2:] + b"c")  # there is room again
+        return chunk
+
+    monkeypatch.setattr(panel.feed.queue, "get_nowait", get_then_the_client_goes_on)
+    pump_until(root, lambda: panel.row_count() == 3, "two rows and a note")
+    lines = rows(panel)
+    assert lines[0].endswith("a⟨e2 82…⟩")
+    assert lines[2].strip() == "⋯ 1 chunk lost here: the panel fell behind"
+    # Not "⟨…91⟩\u2091": e2 82 91 is a character, but not one that was sent.
+    assert lines[3].endswith("B  \\x91\\x8bc")

@@ -431,3 +431,38 @@ def test_any_text_in_any_chunking_reads_the_same(text, cut_points):
     whole = one(data, max_shown=len(data) + 1) if data else None
     assert without_cuts(records) == (whole.text if whole else "")
     assert all(BAD not in kinds(r) for r in records)
+
+
+# ---------------------------------------------------------------------------
+# Review: characters that print as nothing at all
+
+
+# Python calls these printable, yet they draw nothing (Unicode's "default
+# ignorable" letters and marks, and the blank braille cell): shown as
+# themselves, a line that looks empty or a name that looks like another's
+# can hide text, and variation selectors can smuggle bytes inside an emoji.
+INVISIBLE_PRINTABLES = [
+    ("hangul filler", "a\u3164b", "a\\u3164b"),
+    ("hangul choseong filler", "\u115f", "\\u115f"),
+    ("hangul jungseong filler", "\u1160", "\\u1160"),
+    ("halfwidth hangul filler", "\uffa0", "\\uffa0"),
+    ("combining grapheme joiner", "a\u034fb", "a\\u034fb"),
+    ("khmer inherent vowel", "\u17b4\u17b5", "\\u17b4\\u17b5"),
+    ("mongolian variation selector", "\u180b\u180f", "\\u180b\\u180f"),
+    ("emoji variation selector", "❤\ufe0f", "❤\\ufe0f"),
+    ("a byte hidden in a variation selector", "😀\U000e0100", "😀\\U000e0100"),
+    ("braille blank", "a\u2800b", "a\\u2800b"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [case[1:] for case in INVISIBLE_PRINTABLES],
+    ids=[case[0] for case in INVISIBLE_PRINTABLES],
+)
+def test_printable_but_invisible_characters_are_escaped(text, shown):
+    data = text.encode()
+    assert one(data).text == shown
+    assert ESCAPE in kinds(one(data))
+    records = feed_all([data[i : i + 1] for i in range(len(data))])
+    assert without_cuts(records) == shown

@@ -10,9 +10,10 @@ Threads: ``panel.feed`` is meant to be ``ChatClient.wire``, so it is called
 on the client's reader and writer threads.  It only puts a ``Chunk`` on a
 queue, and it holds that queue and nothing else: no other thread ever holds
 a widget, so none can be the one that frees it.  The Tk thread drains the
-queue with ``after()`` every ``POLL_MS`` milliseconds, ``CHUNK`` chunks at a
-time for at most ``BUDGET`` seconds, drawing included, as the main window
-does; the after-id is kept and cancelled when the panel closes.
+queue with ``after()`` every ``POLL_MS`` milliseconds, up to ``CHUNK`` chunks
+at a time (fewer while rows are slow to draw) for about ``BUDGET`` seconds,
+drawing included, as the main window does; the after-id is kept and
+cancelled when the panel closes.
 
 Memory stays flat: at most ``max_rows`` rows are kept (the oldest go), and at
 most ``MAX_QUEUED`` chunks wait to be drawn; chunks beyond that are counted
@@ -32,6 +33,7 @@ import threading
 import time
 import tkinter as tk
 from collections.abc import Callable
+from dataclasses import dataclass
 from tkinter import font as tkfont
 from tkinter import ttk
 
@@ -57,6 +59,7 @@ CHUNK = 50  # chunks read, then drawn, at a time
 BUDGET = 0.02  # seconds of reading and drawing per poll, then Tk repaints
 MAX_ROWS = 1000  # rows kept in the panel; the oldest go first
 MAX_QUEUED = 5000  # chunks waiting to be drawn; more are counted as lost
+MAX_MARKS = 64  # coloured pieces in one line of a row; the rest is plain
 
 #: The row's head: "→ 14:02:01.123 123456 B  ", as wide in every row.
 HEAD_WIDTH = len("→ 00:00:00.000 000000 B  ")
@@ -81,34 +84,58 @@ LEGEND = [
 ]
 
 
+#: A row of the panel: its lines, each ``(tags of the whole line, pieces)``,
+#: a piece being ``(text, tag)`` (``""``: no tag of its own).
+Row = list[tuple[tuple[str, ...], list[tuple[str, str]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """On the queue: ``count`` chunks that found it full, then ``then``, the
+    chunk that came next (``None``: none has come yet)."""
+
+    count: int
+    then: Chunk | None = None
+
+
 class WireFeed:
     """The end of the panel that other threads call: ``feed(direction, data)``.
 
     A ``ChatClient.wire`` hook: any thread may call it; it never blocks and
     never touches Tk.  It puts ``Chunk(direction, data, time.time())`` on
-    ``queue``, or, when the queue is full, counts the chunk as lost.  Once
-    ``open`` is False (the panel closed), it does nothing.
+    ``queue``, or, when the queue is full, counts the chunk as lost.  The
+    next chunk that fits goes on as a ``Lost`` carrying that count, so the
+    panel learns of a loss where it happened.  Once ``open`` is False
+    (the panel closed), it does nothing.
     """
 
     def __init__(self, max_queued: int = MAX_QUEUED) -> None:
-        self.queue: queue.Queue[Chunk] = queue.Queue(max_queued)
+        self.queue: queue.Queue[Chunk | Lost] = queue.Queue(max_queued)
         #: Set to False by the panel, in the Tk thread, when it closes.
         self.open = True
+        # Held while putting, so that a loss and the chunks after it are
+        # queued in the order they came.  put_nowait never blocks.
         self._lock = threading.Lock()
-        self._lost = 0  # guarded by _lock: chunks that found the queue full
+        self._lost = 0  # guarded by _lock: chunks lost, not yet on the queue
 
     def __call__(self, direction: str, data: bytes) -> None:
         if not self.open:
             return
-        try:
-            self.queue.put_nowait(Chunk(direction, data, time.time()))
-        except queue.Full:
-            with self._lock:
+        chunk = Chunk(direction, data, time.time())
+        with self._lock:
+            try:
+                self.queue.put_nowait(Lost(self._lost, chunk) if self._lost else chunk)
+            except queue.Full:
                 self._lost += 1
+            else:
+                self._lost = 0
 
     def take_lost(self) -> int:
-        """How many chunks were lost since the last call (and start again at 0)."""
+        """Chunks lost after the last one queued, once the queue is empty
+        (0 before: what is queued came first); the count starts again at 0."""
         with self._lock:
+            if not self.queue.empty():
+                return 0
             lost, self._lost = self._lost, 0
         return lost
 
@@ -141,6 +168,7 @@ class WirePanel(tk.Toplevel):
         self._unshown = 0  # chunks read while paused
         self._unshown_bytes = 0
         self._row_lines: collections.deque[int] = collections.deque()  # per row
+        self._batch = 1  # chunks read and drawn at a time: see _poll
         self._on_close = on_close
         self._closed = False
         self._build()
@@ -226,59 +254,97 @@ class WirePanel(tk.Toplevel):
     # -- the poll ------------------------------------------------------------
 
     def _poll(self) -> None:
-        """Read and draw chunks for at most ``BUDGET``, then come back."""
+        """Read and draw chunks for about ``BUDGET`` at most, then come back.
+
+        Chunks are read and drawn ``self._batch`` at a time.  A row full of
+        marks (a chunk of newlines or of bad bytes) can take tens of
+        milliseconds to draw, so fifty of them would freeze the window: a
+        batch that took too long makes the next one smaller, a quick one
+        lets it grow back, up to ``CHUNK``.
+        """
         self._poll_id = None
         deadline = time.monotonic() + BUDGET
         more = False
         while True:
-            batch: list[Chunk] = []
-            for _ in range(CHUNK):
+            started = time.monotonic()
+            wanted = self._batch
+            batch: list[Chunk | Lost] = []
+            for _ in range(wanted):
                 try:
                     batch.append(self.feed.queue.get_nowait())
                 except queue.Empty:
                     break
             lost = self.feed.take_lost()
-            if batch or lost:
-                self._take(batch, lost)
-            if len(batch) < CHUNK:
-                break
-            if time.monotonic() > deadline:
+            if lost:
+                batch.append(Lost(lost))
+            if batch:
+                self._take(batch)
+            now = time.monotonic()
+            if batch:
+                fits = int(len(batch) * BUDGET / max(now - started, 1e-6))
+                self._batch = max(1, min(fits, 2 * wanted, CHUNK))
+            if len(batch) < wanted:
+                break  # the queue is empty
+            if now > deadline:
                 more = True
                 break
         self._poll_id = self.after(1 if more else POLL_MS, self._poll)
 
-    def _take(self, batch: list[Chunk], lost: int) -> None:
-        """Read a batch of chunks; draw them unless paused."""
-        records = [self.log.feed(*chunk) for chunk in batch]
-        for record in records:
+    def _take(self, batch: list[Chunk | Lost]) -> None:
+        """Read a batch of chunks, in order; draw them unless paused."""
+        rows = []
+        for item in batch:
+            if isinstance(item, Lost):
+                # What was lost may have finished a cut character: start afresh.
+                self.log.reset()
+                self.lost += item.count
+                words = f"{_chunks(item.count)} lost here: the panel fell behind"
+                rows.append(_note_row(words))
+                if item.then is None:
+                    continue
+                item = item.then
+            record = self.log.feed(*item)
             self.counts[record.direction] += 1
             self.sizes[record.direction] += record.size
-        rows = [_record_row(record) for record in records] if not self.paused else []
-        if self.paused:
-            self._unshown += len(records)
-            self._unshown_bytes += sum(record.size for record in records)
-        if lost:
-            # What was lost may have finished a cut character: start afresh.
-            self.log.reset()
-            self.lost += lost
-            rows.append(_note_row(f"{_chunks(lost)} lost here: the panel fell behind"))
+            if self.paused:
+                self._unshown += 1
+                self._unshown_bytes += record.size
+            else:
+                rows.append(_record_row(record))
         self._draw(rows)
         self._update_status()
 
     # -- drawing ---------------------------------------------------------------
 
-    def _draw(self, rows: list[list]) -> None:
-        """Append rows (each a list of text, tags, text, tags...) in one insert."""
+    def _draw(self, rows: list[Row]) -> None:
+        """Append rows in one insert, then give each line its row's tags.
+
+        Each piece is inserted with its own tag only; the tags of whole lines
+        (the row's background, the margins) are added once per tag, over all
+        the lines.  Tk's text widget slows down with the square of the tag
+        changes in one line, so this, and ``_line_pieces``, keep a row of
+        hundreds of marks from freezing the window.
+        """
         if not rows:
             return
         follow = self.text.yview()[1] >= 0.999
-        args = [item for row in rows for item in row]
         text = self.text
         text.configure(state="normal")
         try:
-            text.insert("end", *args)
+            first = int(text.index("end-1c").split(".")[0])  # the new rows' line
+            args: list = []
+            ranges: dict[str, list[str]] = collections.defaultdict(list)
+            line = first
             for row in rows:
-                self._row_lines.append(sum(str(item).count("\n") for item in row[::2]))
+                for line_tags, pieces in row:
+                    args += [*_line_pieces(pieces), "\n", ()]
+                    for tag in line_tags:
+                        ranges[tag] += [f"{line}.0", f"{line + 1}.0"]
+                    line += 1
+                self._row_lines.append(len(row))
+            text.insert("end", *args)
+            for tag, indices in ranges.items():
+                text.tag_add(tag, *indices)
             self._trim()
         finally:
             text.configure(state="disabled")
@@ -378,29 +444,40 @@ class WirePanel(tk.Toplevel):
         self._on_close()
 
 
-def _record_row(record: WireRecord) -> list:
-    """The text and tags of one chunk's row: a line of text, a line of hex."""
-    row = (f"row-{record.direction}",)
-    head = f"{record.size:>6} B  "
-    items: list = [
-        f"{record.arrow} ",
-        (record.direction, *row),
-        f"{record.clock} ",
-        ("time", *row),
-        head,
-        (record.direction, *row),
+def _record_row(record: WireRecord) -> Row:
+    """One chunk's row: a line of text, a line of hex below it."""
+    row = f"row-{record.direction}"
+    text = [
+        (f"{record.arrow} ", record.direction),
+        (f"{record.clock} ", "time"),
+        (f"{record.size:>6} B  ", record.direction),
+        *((span.text, span.kind) for span in record.spans),
     ]
-    for span in record.spans:
-        items += [span.text, (span.kind, "body", *row)]
-    items += ["\n", row, " " * HEAD_WIDTH, ("hex", *row)]
-    for text, kind in hex_pieces(record) or [("(no bytes)", NOTE)]:
-        items += [text, ("hex", kind, *row)]
-    items += ["\n", ("hex", "last", *row)]
-    return items
+    hex_text = [(" " * HEAD_WIDTH, ""), *(hex_pieces(record) or [("(no bytes)", NOTE)])]
+    return [((row, "body"), text), ((row, "hex", "last"), hex_text)]
 
 
-def _note_row(words: str) -> list:
-    return [f"{'':{HEAD_WIDTH}}⋯ {words}\n", (NOTE, "last")]
+def _note_row(words: str) -> Row:
+    return [(("last",), [(f"{'':{HEAD_WIDTH}}⋯ {words}", NOTE)])]
+
+
+def _line_pieces(pieces: list[tuple[str, str]]) -> list:
+    """Insert arguments for one line: text, tags, text, tags...
+
+    Past ``MAX_MARKS`` tagged pieces the rest of the line goes in plain: its
+    text is all there, only the colours stop.  Neighbours with the same tag
+    go in as one piece (Tk would join them anyway).
+    """
+    args: list = []
+    marks = 0
+    for text, kind in pieces:
+        marks += bool(kind)
+        tags = (kind,) if kind and marks <= MAX_MARKS else ()
+        if args and args[-1] == tags:
+            args[-2] += text
+        else:
+            args += [text, tags]
+    return args
 
 
 def _chunks(count: int) -> str:
