@@ -143,8 +143,10 @@ Event = ServerMessage | Connecting | Connected | Disconnected | Untrusted | Clos
 
 #: The wire hook: ``wire(direction, data)`` with direction ``"in"`` or ``"out"``
 #: and the bytes of one ``recv`` or one send, as the protocol sees them (over
-#: TLS: the plain text).  Called on the client's own threads: it must be
-#: quick and must not block (put the chunk on a queue).
+#: TLS: the plain text).  ``b""`` in: that connection's stream has ended
+#: (closed, reset or lost), so a character cut at its end will not be
+#: finished.  Called on the client's own threads: it must be quick and must
+#: not block (put the chunk on a queue).
 Wire = Callable[[str, bytes], None]
 
 
@@ -376,6 +378,7 @@ class ChatClient:
             return _Ending(reason, failure, fatal=first and failure == "unknown_host")
         if sock is None:
             return _Ending("cancelled", fatal=True)
+        connected = False
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             # One timeout serves both threads: recv is only called once poll
@@ -394,6 +397,7 @@ class ChatClient:
                 if refusal is not None:
                     return refusal
             self._emit(Connected(self.host, self.port))
+            connected = True
             hello = Hello(self.name, self.password, self.last_id, self.room)
             self._send_on(link, encode(hello))
             return self._read(link, first, pending)
@@ -403,6 +407,9 @@ class ChatClient:
             with self._lock:
                 self._link = None
             sock.close()
+            wire = self.wire
+            if connected and wire is not None:
+                wire("in", b"")  # the end of this connection's stream
 
     def _open(self) -> socket.socket | None:
         """Connect, giving up at the timeout or when asked to stop (``None``).

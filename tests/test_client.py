@@ -327,6 +327,25 @@ def test_no_welcome_after_a_first_one_is_tried_again(make_client, monkeypatch):
         assert ended.retry_in == 0.1
 
 
+def test_the_wire_hook_hears_each_connections_end(make_client):
+    """So a character cut at the end of one connection is shown as never
+    finished, and not joined to the first bytes of the next."""
+    chunks: list[tuple[str, bytes]] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = make_client(
+            listener.getsockname()[1],
+            reconnect=False,
+            wire=lambda direction, data: chunks.append((direction, data)),
+        )
+        with LineClient.accept(listener) as peer:
+            peer.next_line()  # the hello
+            peer.sock.sendall(b'{"type":"notice","text":"x"}\n' + "👋".encode()[:2])
+        next_event(client, Closed)
+    received = [data for direction, data in chunks if direction == "in"]
+    assert received[-1] == b"" and b"".join(received).endswith(b"\xf0\x9f")
+    assert received.count(b"") == 1
+
+
 def test_a_kicked_client_does_not_come_back(server, make_client):
     client = make_client(server.port)
     next_event(client, Welcome)
