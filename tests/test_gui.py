@@ -16,6 +16,7 @@ import tkinter as tk
 
 import pytest
 
+from chat import client as client_module
 from chat.client import Disconnected
 from chat.discovery import DiscoveryResponder
 from chat.gui import app as app_module
@@ -65,6 +66,15 @@ def make_app(root, tmp_path):
     for app in apps:
         app.close()
     apps.clear()
+
+
+@pytest.fixture
+def quick_comebacks(monkeypatch):
+    """Reconnect attempts 0.1 - 0.5 s apart, not 1, 2, 4... s: a test whose
+    server is away for a few seconds on a loaded machine must not find the
+    window waiting 8 s for its next try.  (The schedule itself is tested in
+    test_client.py.)"""
+    monkeypatch.setattr(client_module, "BACKOFF", (0.1, 0.2, 0.5))
 
 
 def pump_until(root, condition, what="", timeout=DEADLINE):
@@ -274,7 +284,7 @@ def test_connect_dialog_checks_fields_then_connects(server, make_app):
     assert (saved.host, saved.port, saved.name) == ("127.0.0.1", server.port, "ada")
 
 
-def test_server_going_away_then_coming_back(make_app):
+def test_server_going_away_then_coming_back(make_app, quick_comebacks):
     with running_server() as first:
         port = first.port
         app = make_app()
@@ -286,7 +296,7 @@ def test_server_going_away_then_coming_back(make_app):
             app.root,
             lambda: app.status.cget("text").startswith("Connected to"),
             "the reconnect, as the window shows it",
-            timeout=DEADLINE + 2,  # the first retry waits 1 s
+            timeout=DEADLINE,
         )
         assert second.room.names() == ("ada",)
         assert app.users.names() == ["ada"]
@@ -503,7 +513,9 @@ def pending_texts(app):
     }
 
 
-def test_lines_typed_while_the_server_is_away_go_once_in_order(make_app, tmp_path):
+def test_lines_typed_while_the_server_is_away_go_once_in_order(
+    make_app, tmp_path, quick_comebacks
+):
     db = str(tmp_path / "history.db")
     with running_server(db=db) as first:
         port = first.port
@@ -537,7 +549,9 @@ def test_lines_typed_while_the_server_is_away_go_once_in_order(make_app, tmp_pat
     assert not app.view.text.tag_ranges("pending")
 
 
-def test_what_was_missed_comes_under_a_divider_without_duplicates(make_app, tmp_path):
+def test_what_was_missed_comes_under_a_divider_without_duplicates(
+    make_app, tmp_path, quick_comebacks
+):
     db = str(tmp_path / "history.db")
     with running_server(db=db) as first:
         port = first.port
@@ -820,7 +834,9 @@ def test_send_again_while_not_connected_keeps_the_line(server, make_app):
     assert app.view.text.tag_ranges("failed")  # still there, to click again
 
 
-def test_a_comeback_that_finds_our_name_still_taken_keeps_trying(make_app):
+def test_a_comeback_that_finds_our_name_still_taken_keeps_trying(
+    make_app, quick_comebacks
+):
     with running_server() as first:
         port = first.port
         app = make_app()
