@@ -198,6 +198,16 @@ def test_a_panel_that_falls_behind_counts_what_it_lost(root, make_panel):
     assert panel.status.cget("text").endswith("; 7 chunks lost")
 
 
+def test_what_waits_to_be_drawn_is_bounded_in_bytes_too(root, make_panel):
+    """A flood of 64 KiB chunks must not pile up hundreds of MB unseen."""
+    panel = make_panel(max_queued_bytes=1000)
+    feed_from_a_thread(panel, [(IN, b"y" * 400)] * 4)  # nothing drains meanwhile
+    pump_until(root, lambda: panel.row_count() == 3, "two rows and a note")
+    assert rows(panel)[-1].strip() == "⋯ 2 chunks lost here: the panel fell behind"
+    feed_from_a_thread(panel, [(IN, b"z" * 900)])  # drained: room again
+    pump_until(root, lambda: panel.row_count() == 4, "the next chunk")
+
+
 def test_a_long_chunk_is_capped(root, make_panel):
     panel = make_panel(max_shown=100)
     feed_from_a_thread(panel, [(IN, b"z" * 5000)])

@@ -16,10 +16,11 @@ drawing included, as the main window does; the after-id is kept and
 cancelled when the panel closes.
 
 Memory stays flat: at most ``max_rows`` rows are kept (the oldest go), and at
-most ``MAX_QUEUED`` chunks wait to be drawn; chunks beyond that are counted
-as lost and a row says so.  **Pause** stops the drawing: chunks that come
-while paused are read (so that a character cut across them is still
-followed) and counted, but dropped; a row says how many on Resume.
+most ``MAX_QUEUED`` chunks, ``MAX_QUEUED_BYTES`` in all, wait to be drawn;
+chunks beyond that are counted as lost and a row says so.  **Pause** stops
+the drawing: chunks that come while paused are read (so that a character
+cut across them is still followed) and counted, but dropped; a row says how
+many on Resume.
 **Clear** empties the panel.  Closing it stops the poll, makes ``feed`` do
 nothing, and calls ``on_close`` so that the owner can set
 ``client.wire = None``: a closed panel costs the client nothing.
@@ -59,6 +60,7 @@ CHUNK = 50  # chunks read, then drawn, at a time
 BUDGET = 0.02  # seconds of reading and drawing per poll, then Tk repaints
 MAX_ROWS = 1000  # rows kept in the panel; the oldest go first
 MAX_QUEUED = 5000  # chunks waiting to be drawn; more are counted as lost
+MAX_QUEUED_BYTES = 8 * 1024 * 1024  # and their bytes (a chunk can be 64 KiB)
 MAX_MARKS = 64  # coloured pieces in one line of a row; the rest is plain
 
 #: The row's head: "→ 14:02:01.123 123456 B  ", as wide in every row.
@@ -103,32 +105,50 @@ class WireFeed:
 
     A ``ChatClient.wire`` hook: any thread may call it; it never blocks and
     never touches Tk.  It puts ``Chunk(direction, data, time.time())`` on
-    ``queue``, or, when the queue is full, counts the chunk as lost.  The
-    next chunk that fits goes on as a ``Lost`` carrying that count, so the
-    panel learns of a loss where it happened.  Once ``open`` is False
-    (the panel closed), it does nothing.
+    ``queue``, or, when the queue is full (``max_queued`` chunks, or
+    ``max_bytes`` bytes), counts the chunk as lost.  The next chunk that
+    fits goes on as a ``Lost`` carrying that count, so the panel learns of a
+    loss where it happened.  The panel takes them with ``get_nowait``.  Once
+    ``open`` is False (the panel closed), it does nothing.
     """
 
-    def __init__(self, max_queued: int = MAX_QUEUED) -> None:
+    def __init__(
+        self, max_queued: int = MAX_QUEUED, max_bytes: int = MAX_QUEUED_BYTES
+    ) -> None:
         self.queue: queue.Queue[Chunk | Lost] = queue.Queue(max_queued)
+        self.max_bytes = max_bytes
         #: Set to False by the panel, in the Tk thread, when it closes.
         self.open = True
         # Held while putting, so that a loss and the chunks after it are
         # queued in the order they came.  put_nowait never blocks.
         self._lock = threading.Lock()
         self._lost = 0  # guarded by _lock: chunks lost, not yet on the queue
+        self._bytes = 0  # guarded by _lock: the bytes of the queued chunks
 
     def __call__(self, direction: str, data: bytes) -> None:
         if not self.open:
             return
         chunk = Chunk(direction, data, time.time())
         with self._lock:
+            if self._bytes + len(data) > self.max_bytes:
+                self._lost += 1
+                return
             try:
                 self.queue.put_nowait(Lost(self._lost, chunk) if self._lost else chunk)
             except queue.Full:
                 self._lost += 1
             else:
                 self._lost = 0
+                self._bytes += len(data)
+
+    def get_nowait(self) -> Chunk | Lost:
+        """The next item for the panel (Tk thread); raises ``queue.Empty``."""
+        item = self.queue.get_nowait()
+        chunk = item.then if isinstance(item, Lost) else item
+        if chunk is not None:
+            with self._lock:
+                self._bytes -= len(chunk.data)
+        return item
 
     def take_lost(self) -> int:
         """Chunks lost after the last one queued, once the queue is empty
@@ -156,9 +176,10 @@ class WirePanel(tk.Toplevel):
         max_rows: int = MAX_ROWS,
         max_shown: int = MAX_SHOWN,
         max_queued: int = MAX_QUEUED,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
         super().__init__(master)
-        self.feed = WireFeed(max_queued)
+        self.feed = WireFeed(max_queued, max_queued_bytes)
         self.log = WireLog(max_shown)
         self.max_rows = max_rows
         self.paused = False
@@ -271,7 +292,7 @@ class WirePanel(tk.Toplevel):
             batch: list[Chunk | Lost] = []
             for _ in range(wanted):
                 try:
-                    batch.append(self.feed.queue.get_nowait())
+                    batch.append(self.feed.get_nowait())
                 except queue.Empty:
                     break
             lost = self.feed.take_lost()
