@@ -10,7 +10,20 @@ Everything it runs lives in ``chat.gui.app``.
 
 import sys
 
-from chat.gui.app import main
+#: Said instead of a traceback when this Python came without Tk (Debian and
+#: Ubuntu ship it apart; pyenv builds it only if Tk's headers were there).
+NO_TK = """\
+The chat window needs Tk, and this Python was installed without it.
+  Debian, Ubuntu: sudo apt install python3-tk
+  Fedora: sudo dnf install python3-tkinter
+  macOS with Homebrew: brew install python-tk
+The console client needs nothing more: python -m chat"""
 
 if __name__ == "__main__":
+    try:
+        from chat.gui.app import main
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("tkinter", "_tkinter"):
+            raise
+        sys.exit(NO_TK)
     sys.exit(main())

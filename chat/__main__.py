@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
+import os
 import queue
 import socket
 import sys
@@ -39,6 +41,7 @@ from .protocol import (
     Bye,
     Error,
     LineDecoder,
+    LineTooLong,
     Message,
     PrivateMessage,
     Welcome,
@@ -54,6 +57,38 @@ CONNECT_WAIT = 10.0
 #: goodbye after them): a busy machine or a slow network needs more than the
 #: second ``close`` gives by default.  Closing returns as soon as all are sent.
 CLOSE_WAIT = 5.0
+#: The exit status of a program ended by Ctrl+C (128 + SIGINT), as shells expect.
+INTERRUPTED = 130
+
+
+def port_number(text: str) -> int:
+    """An ``argparse`` type: a TCP port to connect to, 1 to 65535.
+
+    ``int`` alone lets 99999 through, and the name lookup quietly takes it
+    modulo 65536: the client would knock on port 34463 and blame it.
+    """
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (use 1 to 65535)")
+    return port
+
+
+def utf8_text(text: str) -> str:
+    """An ``argparse`` type: text that can go on the wire, which is UTF-8.
+
+    An argument whose bytes are not UTF-8 (a terminal set to Latin-1) comes
+    into Python with lone surrogates, which no UTF-8 line can carry.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(
+            "not UTF-8 text (is the terminal set to UTF-8?)"
+        ) from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,10 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help="default %(default)s")
     parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help="default %(default)s"
+        "--port", type=port_number, default=DEFAULT_PORT, help="default %(default)s"
     )
-    parser.add_argument("--name", default=None, help="default: your user name")
-    parser.add_argument("--password", default=None, help="the room password, if any")
+    parser.add_argument(
+        "--name", type=utf8_text, default=None, help="default: your user name"
+    )
+    parser.add_argument(
+        "--password", type=utf8_text, default=None, help="the room password, if any"
+    )
     parser.add_argument("--tls", action="store_true", help="talk to the server in TLS")
     parser.add_argument(
         "--cafile", metavar="PEM", help="trust server certificates signed by this (TLS)"
@@ -92,26 +131,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class Printer:
-    """Writes whole lines to stdout from any thread, never interleaved."""
+    """Writes whole lines to stdout from any thread, never interleaved.
+
+    If the output goes away (``python -m chat | head -1``, a closed
+    terminal), ``gone`` is set and later lines are dropped: nobody can read
+    them, and a thread must not die of it.
+    """
 
     def __init__(self, stream=None) -> None:
         self._stream = stream or sys.stdout
         self._lock = threading.Lock()
+        self.gone = threading.Event()
 
     def __call__(self, *lines: str) -> None:
-        if not lines:
+        if not lines or self.gone.is_set():
             return
         text = "".join(f"{line}\n" for line in lines)
         with self._lock:
-            self._stream.write(text)
-            self._stream.flush()
+            try:
+                self._stream.write(text)
+                self._stream.flush()
+            except (OSError, ValueError):  # EPIPE, EIO; ValueError: closed
+                self.gone.set()
 
 
 def send_once(host: str, port: int, text: str, show: Printer) -> int:
-    """The echo client: one line out, one line back."""
+    """The echo client: one line out, one line back.
+
+    ``text`` goes out as the bytes that were typed, even if they are not
+    UTF-8 (``surrogateescape``): an echo server does not care.  The reply is
+    printed with control characters escaped: it comes from the network.
+    Returns the exit status: 0 once a line came back.
+    """
     try:
         with socket.create_connection((host, port), timeout=SEND_TIMEOUT) as sock:
-            sock.sendall(text.encode("utf-8") + b"\n")
+            sock.sendall(text.encode("utf-8", "surrogateescape") + b"\n")
             decoder = LineDecoder()
             while True:
                 data = sock.recv(4096)
@@ -119,10 +173,17 @@ def send_once(host: str, port: int, text: str, show: Printer) -> int:
                     show("The server closed the connection without an answer.")
                     return 1
                 for line in decoder.feed(data):
-                    if isinstance(line, bytes):
-                        reply = line.decode("utf-8", "replace").rstrip("\r")
-                        show(f"Received from server: {reply}")
-                        return 0
+                    if isinstance(line, LineTooLong):
+                        # Reading on would end in a ProtocolError: not a
+                        # line server (or not an answer a person could read).
+                        show(
+                            f"The server's answer is over {line.limit:,} bytes "
+                            "long; it is not shown."
+                        )
+                        return 1
+                    reply = line.decode("utf-8", "replace").rstrip("\r")
+                    show(f"Received from server: {escape_text(reply)}")
+                    return 0
     except OSError as exc:
         show(f"Could not talk to {host}:{port}: {exc.strerror or exc}")
         return 1
@@ -226,7 +287,11 @@ def chat(args: argparse.Namespace, show: Printer) -> int:
             for message in parsed:
                 show(*plain.render(message))
         elif isinstance(parsed, Bye):
-            client.close(parsed.reason or "quit")
+            # A pipe is read at once, before the welcome: the lines above
+            # the exit are still queued then, and must go first.
+            if client.unconfirmed():
+                client.wait_until_joined(CONNECT_WAIT)
+            client.close(parsed.reason or "quit", timeout=CLOSE_WAIT)
         else:
             client.send(parsed)
 
@@ -243,7 +308,7 @@ def chat(args: argparse.Namespace, show: Printer) -> int:
     client.start()
     keyboard.start()
     try:
-        while True:
+        while not show.gone.is_set():  # nobody to show anything to: leave
             try:
                 event = client.events.get(timeout=0.5)
             except queue.Empty:
@@ -265,10 +330,31 @@ def chat(args: argparse.Namespace, show: Printer) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # A terminal or file that cannot show a character (a Windows console
+        # redirected to a file is cp1252: no emoji) gets an escape, not a crash.
+        sys.stdout.reconfigure(errors="backslashreplace")
     show = Printer()
-    if args.send is not None:
-        return send_once(args.host, args.port, args.send, show)
-    return chat(args, show)
+    try:
+        if args.send is not None:
+            return send_once(args.host, args.port, args.send, show)
+        return chat(args, show)
+    except KeyboardInterrupt:  # waiting for the echo, or a second Ctrl+C
+        return INTERRUPTED
+    finally:
+        if show.gone.is_set():
+            _drop_stdout()
+
+
+def _drop_stdout() -> None:
+    """Point stdout at the null device, so that Python's own flush at exit
+    does not complain a second time that the reader has gone."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

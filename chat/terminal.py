@@ -28,6 +28,10 @@ TOO_LONG = f"! That line is too long (over {MAX_LINE_BYTES:,} bytes); it was ign
 class StdinReader:
     """Calls ``on_line(text)`` for each line typed, then ``on_end()`` at EOF.
 
+    A last line without a newline counts.  Bytes that are not in the
+    stream's encoding come out as U+FFFD; a ``\\r`` before the newline is
+    dropped.
+
     A line longer than ``MAX_LINE_BYTES`` (a paste, a file piped in) is
     dropped, and ``on_too_long()`` is called instead; reading goes on.  The
     callbacks run in the reader thread.  Started in the background of a
@@ -92,11 +96,18 @@ class StdinReader:
             except OSError:  # EIO: a background process reading its terminal
                 return
             if not data:
+                # A last line with no newline (a file that does not end in
+                # one, or Ctrl+D pressed twice after typing) is a line too.
+                if decoder.buffered:
+                    self._deliver(decoder.feed(b"\n"), encoding)
                 return
-            for line in decoder.feed(data):
-                if self._stopping.is_set():
-                    return
-                if isinstance(line, LineTooLong):
-                    self._on_too_long()
-                else:
-                    self._on_line(line.decode(encoding, "replace").rstrip("\r"))
+            self._deliver(decoder.feed(data), encoding)
+
+    def _deliver(self, lines: list[bytes | LineTooLong], encoding: str) -> None:
+        for line in lines:
+            if self._stopping.is_set():
+                return
+            if isinstance(line, LineTooLong):
+                self._on_too_long()
+            else:
+                self._on_line(line.decode(encoding, "replace").rstrip("\r"))

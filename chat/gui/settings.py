@@ -77,16 +77,25 @@ class Settings:
     def save(self, path: Path | None = None) -> None:
         """Write the settings; a failure is logged, never raised."""
         path = path or config_dir() / "settings.json"
-        if path.exists() and not path.is_file():
-            # Renaming over /dev/null or a folder would replace it with a file.
-            log.warning("not saving settings: %s is not a regular file", path)
-            return
+        tmp_name = None
         try:
+            # Even asking can fail (a folder on the way the user may not look
+            # into): the window calls this as it closes, and must still close.
+            if path.exists() and not path.is_file():
+                # Renaming over /dev/null or a folder would replace it with a file.
+                log.warning("not saving settings: %s is not a regular file", path)
+                return
             path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(
                 "w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp"
             ) as tmp:
+                tmp_name = tmp.name
                 json.dump(asdict(self), tmp, indent=2)
-            os.replace(tmp.name, path)
+            os.replace(tmp_name, path)
         except OSError as exc:
             log.warning("could not save settings to %s: %s", path, exc)
+            if tmp_name is not None:  # a full disk: leave no half file behind
+                try:
+                    os.unlink(tmp_name)
+                except OSError:
+                    pass
