@@ -301,3 +301,23 @@ def test_the_window_without_tk_says_what_to_install(tmp_path):
     assert done.returncode == 1
     assert "Traceback" not in done.stderr, done.stderr
     assert "sudo apt install python3-tk" in done.stderr
+
+
+def test_the_window_without_a_screen_says_so(tmp_path):
+    """ssh without -X, WSL without an X server: Tk finds no display."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")
+    }
+    env["HOME"] = env["XDG_CONFIG_HOME"] = str(tmp_path)  # not the user's settings
+    done = subprocess.run(
+        [sys.executable, "gui_client.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=DEADLINE * 2,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "Cannot open the chat window" in done.stderr
+    assert "python -m chat" in done.stderr

@@ -738,6 +738,13 @@ def build_parser() -> argparse.ArgumentParser:
 SWITCH_INTERVAL = 0.001
 
 
+#: Said when Tk finds no screen to open the window on.
+NO_SCREEN = (
+    "The window needs a screen (a desktop, or ssh -X). Without one, "
+    "the console client works: python -m chat"
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     sys.setswitchinterval(SWITCH_INTERVAL)
@@ -751,7 +758,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             transcript = open(args.log, "a", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
             build_parser().error(f"cannot write {args.log}: {exc.strerror or exc}")
-    root = tk.Tk(className=APP_NAME)
+    try:
+        root = tk.Tk(className=APP_NAME)
+    except tk.TclError as exc:  # no screen: ssh without -X, WSL without X
+        if transcript is not None:
+            transcript.close()
+        build_parser().exit(1, f"Cannot open the chat window: {exc}.\n{NO_SCREEN}\n")
     app = ChatApp(root, settings, transcript=transcript)
     direct = args.host is not None or args.port is not None or args.name is not None
     if direct:
