@@ -325,6 +325,10 @@ def chat(args: argparse.Namespace, show: Printer) -> int:
     finally:
         client.close()
         keyboard.stop()
+        unsure = len(client.unconfirmed())
+        if unsure:  # say so, rather than let them vanish without a word
+            lines = "1 line" if unsure == 1 else f"{unsure} lines"
+            show(f"* {lines} you typed may not have reached the room (no echo came).")
     return 0 if welcomed else 1
 
 

@@ -107,17 +107,19 @@ def test_a_last_line_without_a_newline_reaches_the_room(server):
     assert said == ["hello", "bye now"]
 
 
+def unread(pipe) -> int:
+    """Bytes written to ``pipe`` that its reader has not read yet (POSIX)."""
+    import fcntl
+    import termios
+
+    buffer = fcntl.ioctl(pipe.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    return int.from_bytes(buffer, sys.byteorder)
+
+
 @POSIX_ONLY
 def test_lines_piped_before_exit_go_out_even_before_the_welcome(listener):
     """``printf 'hello\\nexit\\n' | python -m chat``: the pipe is read at once,
     before the welcome; the exit must not drop the line above it."""
-    import fcntl
-    import termios
-
-    def unread(pipe) -> int:
-        buffer = fcntl.ioctl(pipe.fileno(), termios.FIONREAD, b"\0\0\0\0")
-        return int.from_bytes(buffer, sys.byteorder)
-
     process = start_client("--port", port_of(listener), "--name", "ann")
     try:
         with LineClient.accept(listener) as fake:
@@ -134,6 +136,26 @@ def test_lines_piped_before_exit_go_out_even_before_the_welcome(listener):
         ("bye", None),
     ]
     assert process.returncode == 0, err
+
+
+@POSIX_ONLY
+def test_lines_that_no_echo_confirmed_are_reported_at_the_end(listener):
+    """A server that hangs up before any welcome: the typed line may not
+    have arrived, and the person is told so, not left to guess."""
+    process = start_client("--port", port_of(listener), "--name", "ann")
+    try:
+        with LineClient.accept(listener) as fake:
+            assert json.loads(fake.next_line())["type"] == "hello"
+            process.stdin.write(b"are you there?\n")
+            process.stdin.flush()
+            wait_for(lambda: unread(process.stdin) == 0, what="the client to read")
+        out, err = finish(process)  # it hung up: the client stops (first try)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(DEADLINE)
+    assert "1 line you typed may not have reached the room" in out, (out, err)
+    assert process.returncode == 1
 
 
 # -- what it prints --------------------------------------------------------------
