@@ -253,7 +253,9 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         password=args.password,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
-        db=args.db or str(default_path()),
+        # An echo server keeps no history: it must not lock (or write to)
+        # the chat server's database, which may be running beside it.
+        db=MEMORY if args.echo else args.db or str(default_path()),
         store_private=args.store_private,
     )
 
@@ -380,6 +382,9 @@ class Operator:
         if not text:
             return
         if not text.startswith("/") or text.startswith("//"):
+            if self.server.config.echo:
+                self.out("This server only echoes (--echo): nobody hears the console.")
+                return
             self.server.room.announce(text[1:] if text.startswith("//") else text)
             return
         command, _, rest = text.partition(" ")
@@ -590,7 +595,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.password:
             out("A password is needed to join.")
         store = server.store
-        if store.path == MEMORY:
+        if args.echo:
+            pass  # no room, so no history to speak of
+        elif store.path == MEMORY:
             out("History: kept in memory only (--db :memory:).")
         else:
             kept = "private lines too" if args.store_private else "not private lines"

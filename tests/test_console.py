@@ -510,6 +510,22 @@ def test_echo_mode_end_to_end():
             assert received == b"Hello, server!\n"
 
 
+def test_an_echo_server_runs_beside_the_chat_server_and_keeps_no_history(tmp_path):
+    """The README starts both: the echo server must not lock the chat's
+    database, nor put what its console types into that history."""
+    db = str(tmp_path / "history.db")
+    with running_launcher("--db", db) as (chat, chat_port):
+        with running_launcher("--echo", "--db", db) as (echo, _):
+            echo.expect("Echo mode: every line goes back to its sender.")
+            echo.type("hello from the echo console")
+            echo.expect("This server only echoes (--echo): nobody hears the console.")
+            assert not any(line.startswith("History:") for line in echo.lines)
+        with plain_client(chat_port, "alice") as alice:
+            chat.expect("* alice joined")
+            alice.send_line("still here")
+            chat.expect("alice: still here")
+
+
 def test_options_reach_the_running_server():
     with running_launcher("--history", "1", "--max-clients", "1", "-v") as (
         server,
