@@ -198,7 +198,7 @@ def test_defaults_serve_this_computer_on_port_12345():
 
 def test_every_option_reaches_the_server_config():
     argv = [
-        *("--host", "0.0.0.0", "--port", "0", "--echo", "--max-clients", "7"),
+        *("--host", "0.0.0.0", "--port", "0", "--max-clients", "7"),
         *("--history", "3", "--max-line-bytes", "100", "--max-outbox-bytes", "5000"),
         *("--log", "chat.log", "-v", "--db", "/tmp/x.db", "--store-private"),
     ]
@@ -206,7 +206,6 @@ def test_every_option_reaches_the_server_config():
     assert config_from(args) == ServerConfig(
         host="0.0.0.0",
         port=0,
-        echo=True,
         max_clients=7,
         history=3,
         max_line_bytes=100,
@@ -215,6 +214,12 @@ def test_every_option_reaches_the_server_config():
         store_private=True,
     )
     assert (args.log, args.verbose) == ("chat.log", True)
+
+
+def test_an_echo_server_keeps_no_history_whatever_db_says():
+    args = build_parser().parse_args(["--echo", "--db", "/tmp/x.db"])
+    config = config_from(args)
+    assert (config.echo, config.db) == (True, ":memory:")
 
 
 def test_the_first_line_says_where_to_connect():
