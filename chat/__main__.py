@@ -13,11 +13,13 @@ chat.  Your own lines are not printed again.  Type ``/help`` for commands,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import os
 import queue
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -49,6 +51,7 @@ from .protocol import (
 )
 from .terminal import TOO_LONG, StdinReader
 from .timeline import Timeline
+from .tls import client_context, fingerprint, same_fingerprint
 from .wire import Chunk, WireLog, format_record
 
 SEND_TIMEOUT = 5.0
@@ -155,16 +158,40 @@ class Printer:
                 self.gone.set()
 
 
-def send_once(host: str, port: int, text: str, show: Printer) -> int:
+def send_once(
+    host: str,
+    port: int,
+    text: str,
+    show: Printer,
+    *,
+    tls: bool = False,
+    cafile: str | None = None,
+    pinned: str | None = None,
+) -> int:
     """The echo client: one line out, one line back.
 
     ``text`` goes out as the bytes that were typed, even if they are not
     UTF-8 (``surrogateescape``): an echo server does not care.  The reply is
     printed with control characters escaped: it comes from the network.
-    Returns the exit status: 0 once a line came back.
+    With ``tls``, the server is trusted by ``cafile`` or by the ``pinned``
+    fingerprint, as in the chat.  Returns the exit status: 0 once a line
+    came back.
     """
     try:
-        with socket.create_connection((host, port), timeout=SEND_TIMEOUT) as sock:
+        with contextlib.ExitStack() as stack:
+            sock = stack.enter_context(
+                socket.create_connection((host, port), timeout=SEND_TIMEOUT)
+            )
+            if tls:
+                sock = stack.enter_context(_tls_wrap(sock, host, cafile))
+                seen = fingerprint(sock.getpeercert(binary_form=True))
+                if not cafile and not (pinned and same_fingerprint(pinned, seen)):
+                    show(
+                        f"The server's certificate is not known: its fingerprint "
+                        f"is {seen}. If the server printed the same, add "
+                        f"--fingerprint {seen}"
+                    )
+                    return 1
             sock.sendall(text.encode("utf-8", "surrogateescape") + b"\n")
             decoder = LineDecoder()
             while True:
@@ -184,9 +211,22 @@ def send_once(host: str, port: int, text: str, show: Printer) -> int:
                     reply = line.decode("utf-8", "replace").rstrip("\r")
                     show(f"Received from server: {escape_text(reply)}")
                     return 0
+    except ssl.SSLCertVerificationError as exc:
+        show(f"The server's certificate is not trusted: {exc.verify_message}.")
+        return 1
+    except ssl.SSLError as exc:
+        show(f"No TLS with {host}:{port} ({exc.reason or exc}): leave out --tls?")
+        return 1
     except OSError as exc:
         show(f"Could not talk to {host}:{port}: {exc.strerror or exc}")
         return 1
+
+
+def _tls_wrap(sock: socket.socket, host: str, cafile: str | None) -> ssl.SSLSocket:
+    """``sock`` after a TLS handshake; checked against ``cafile`` if given
+    (else the caller compares the fingerprint)."""
+    hostname = host if cafile else None
+    return client_context(cafile).wrap_socket(sock, server_hostname=hostname)
 
 
 class ConsoleView:
@@ -341,7 +381,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     show = Printer()
     try:
         if args.send is not None:
-            return send_once(args.host, args.port, args.send, show)
+            return send_once(
+                args.host,
+                args.port,
+                args.send,
+                show,
+                tls=args.tls or bool(args.cafile or args.fingerprint),
+                cafile=args.cafile,
+                pinned=args.fingerprint,
+            )
         return chat(args, show)
     except KeyboardInterrupt:  # waiting for the echo, or a second Ctrl+C
         return INTERRUPTED

@@ -61,7 +61,7 @@ from .protocol import (
     encode,
     escape_text,
 )
-from .tls import TlsChannel, client_context
+from .tls import TlsChannel, client_context, same_fingerprint
 
 log = logging.getLogger("chat.client")
 
@@ -475,7 +475,7 @@ class ChatClient:
             self._emit(Untrusted(self.host, self.port, seen))
             reason = "the server's certificate is not known yet"
             return None, b"", _Ending(reason, "tls_unknown", fatal=True)
-        if _normal_fingerprint(self.fingerprint) != _normal_fingerprint(seen):
+        if not same_fingerprint(self.fingerprint, seen):
             reason = f"the server's certificate has changed (it is now {seen})"
             return None, b"", _Ending(reason, "tls_changed", fatal=True)
         return channel, pending, None
@@ -679,10 +679,6 @@ class ChatClient:
 def new_cid() -> str:
     """A name for a line we send, unique enough to tell our lines apart."""
     return secrets.token_hex(6)
-
-
-def _normal_fingerprint(text: str) -> str:
-    return re.sub(r"[^0-9A-F]", "", text.upper())
 
 
 def describe_failure(exc: OSError) -> tuple[str, str]:

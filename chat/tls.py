@@ -19,6 +19,7 @@ certificate's SHA-256 fingerprint (trust on first use, as the window does).
 from __future__ import annotations
 
 import hashlib
+import re
 import select
 import socket
 import ssl
@@ -59,6 +60,16 @@ def fingerprint(certificate_der: bytes) -> str:
     """The SHA-256 fingerprint people compare: ``AB:CD:...``."""
     digest = hashlib.sha256(certificate_der).hexdigest().upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def same_fingerprint(typed: str, seen: str) -> bool:
+    """Do two fingerprints name the same certificate?  Case, colons and
+    spaces do not count, as people copy them."""
+    return _hex_digits(typed) == _hex_digits(seen)
+
+
+def _hex_digits(text: str) -> str:
+    return re.sub(r"[^0-9A-F]", "", text.upper())
 
 
 class TlsChannel:

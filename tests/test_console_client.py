@@ -7,6 +7,7 @@ The real client runs in a subprocess, against a real server or a fake one
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -18,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from chat.__main__ import Printer, send_once
 from chat.protocol import MAX_LINE_BYTES, MAX_UNTERMINATED_BYTES, Welcome, encode
 from chat.terminal import StdinReader
-from tests.helpers import DEADLINE, LineClient, json_client, wait_for
+from chat.tls import file_fingerprint
+from tests.helpers import DEADLINE, LineClient, json_client, running_server, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 POSIX_ONLY = pytest.mark.skipif(
@@ -343,3 +346,46 @@ def test_the_window_without_a_screen_says_so(tmp_path):
     assert "Traceback" not in done.stderr, done.stderr
     assert "Cannot open the chat window" in done.stderr
     assert "python -m chat" in done.stderr
+
+
+# -- the echo client over TLS ----------------------------------------------------
+
+CERT = str(ROOT / "tests" / "data" / "localhost.pem")
+KEY = str(ROOT / "tests" / "data" / "localhost.key")
+
+
+@pytest.fixture(scope="module")
+def tls_echo():
+    """An echo server that speaks only TLS, with the test certificate."""
+    with running_server(echo=True, tls_cert=CERT, tls_key=KEY) as server:
+        yield server
+
+
+def send_over_tls(port: int, **trust) -> tuple[int, str]:
+    out = io.StringIO()
+    status = send_once("localhost", port, "hi 👋", Printer(out), tls=True, **trust)
+    return status, out.getvalue()
+
+
+def test_the_echo_client_speaks_tls_when_asked(tls_echo):
+    """``--send`` used to ignore ``--tls`` and talk in clear text."""
+    assert send_over_tls(tls_echo.port, cafile=CERT) == (
+        0,
+        "Received from server: hi 👋\n",
+    )
+    pinned = file_fingerprint(CERT).lower()  # as a person may copy it
+    assert send_over_tls(tls_echo.port, pinned=pinned)[0] == 0
+
+
+@pytest.mark.parametrize("pinned", [None, "AA:BB"])
+def test_the_echo_client_trusts_no_unknown_certificate(tls_echo, pinned):
+    status, said = send_over_tls(tls_echo.port, pinned=pinned)
+    assert status == 1
+    assert f"its fingerprint is {file_fingerprint(CERT)}" in said
+    assert "Received" not in said
+
+
+def test_the_echo_client_says_when_the_server_has_no_tls():
+    with running_server() as plain_chat:  # (an echo server echoes the hello)
+        status, said = send_over_tls(plain_chat.port, cafile=CERT)
+    assert status == 1 and "No TLS with localhost" in said
