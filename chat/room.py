@@ -392,9 +392,12 @@ class Room:
         else:
             history, left_out, gone = self._history.since(since, name)
             if left_out:
+                # Beyond those left out, some are no longer kept: how many,
+                # no one can say (ids are not all lines), but more were missed.
+                more = "More than " if gone else ""
                 notes.append(
-                    f"{left_out} earlier messages were missed; only the last "
-                    f"{self._history.cap} are shown."
+                    f"{more}{left_out} earlier messages were missed; only the "
+                    f"last {self._history.cap} are shown."
                 )
             elif gone:
                 notes.append("Some earlier messages are no longer kept.")

@@ -13,6 +13,7 @@ import threading
 import pytest
 
 from chat import plain
+from chat.history import History
 from chat.protocol import (
     Joined,
     Left,
@@ -166,6 +167,33 @@ def test_the_welcome_names_the_newest_id_shown_or_not(size):
     room.join(bob, "bob")
     [welcome] = received(bob)
     assert newest.text == "two" and welcome.last_id == newest.id
+
+
+@pytest.mark.parametrize(
+    ("said", "since", "notice"),
+    [
+        (5, 0, "2 earlier messages were missed; only the last 3 are shown."),
+        (5, 2, None),  # 3 missed: all shown
+        # Lines 1-3 no longer kept: more than 2 were missed, and it says so.
+        (8, 1, "More than 2 earlier messages were missed; only the last 3 are shown."),
+        (8, 2, "More than 2 earlier messages were missed; only the last 3 are shown."),
+        (8, 3, "2 earlier messages were missed; only the last 3 are shown."),
+        (8, 5, None),
+    ],
+)
+def test_a_comeback_is_told_how_much_it_missed(said, since, notice):
+    room = Room(history=History(5, cap=3))  # keeps 5 lines, replays at most 3
+    alice = json_member()
+    room.join(alice, "alice")
+    token = received(alice)[0].room
+    for number in range(1, said + 1):
+        room.say(alice, [Say(f"line {number}")])
+    bob = json_member()
+    room.join(bob, "bob", since, token)
+    welcome, *notices = received(bob)
+    shown = range(max(since, said - 3) + 1, said + 1)
+    assert [m.id for m in welcome.history] == list(shown)
+    assert notices == ([Notice(notice)] if notice else [])
 
 
 def test_join_keeps_the_names_normal_form():
