@@ -476,7 +476,7 @@ class ChatClient:
             reason = "the server's certificate is not known yet"
             return None, b"", _Ending(reason, "tls_unknown", fatal=True)
         if not same_fingerprint(self.fingerprint, seen):
-            reason = f"the server's certificate has changed (it is now {seen})"
+            reason = f"the server's certificate is not the one expected (it is {seen})"
             return None, b"", _Ending(reason, "tls_changed", fatal=True)
         return channel, pending, None
 

@@ -67,9 +67,13 @@ ADVICE = {
         "Check --cafile, or compare the fingerprint the server printed.",
     ],
     "tls_changed": [
-        "The server's certificate is not the one seen before.",
-        "If the server was given a new certificate, forget the old one "
-        "(settings); otherwise someone may be in the middle.",
+        "The server's certificate is not the one expected (the fingerprint "
+        "trusted before, or given with --fingerprint).",
+        "Compare it with the fingerprint the server printed. If they match, "
+        "the server has a new certificate: give it with --fingerprint, or, "
+        "for the window, delete the server's line under \"trusted\" in its "
+        "settings.json, and it asks again. If not, someone may be in the "
+        "middle.",
     ],
 }
 

@@ -21,7 +21,7 @@ from chat.doctor import ADVICE, advise, loopback_only
         ("tls_mismatch", "does not speak TLS"),
         ("tls_required", "speaks TLS only"),
         ("tls_untrusted", "not signed"),
-        ("tls_changed", "not the one seen before"),
+        ("tls_changed", "not the one expected"),
         ("no_answer", "stopped answering"),
         ("no_welcome", "--echo only echoes"),
     ],
