@@ -78,11 +78,20 @@ def count(text: str) -> int:
     return value
 
 
-def client_count(text: str) -> int:
-    """``--max-clients``'s type: 1 or more (0 would turn everyone away)."""
+def positive_count(text: str) -> int:
+    """A count option that must be 1 or more: ``--max-clients`` (0 would turn
+    everyone away), ``--flood-burst`` (0 would refuse every line)."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is out of range (1 or more)")
+    return value
+
+
+def rate(text: str) -> float:
+    """``--flood-rate``'s type: lines per second, 0 (meaning "off") or more."""
+    value = float(text)
+    if not 0 <= value <= 1_000_000:  # (nan is neither)
+        raise argparse.ArgumentTypeError(f"{text} is out of range (0 to 1000000)")
     return value
 
 
@@ -130,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-clients",
-        type=client_count,
+        type=positive_count,
         default=ServerConfig.max_clients,
         metavar="N",
         help="most connections at once (default %(default)s)",
@@ -167,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     limits.add_argument(
         "--flood-rate",
-        type=float,
+        type=rate,
         default=ServerConfig.flood_rate,
         metavar="PER_S",
         help="lines a client may send per second after its burst "
@@ -175,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     limits.add_argument(
         "--flood-burst",
-        type=count,
+        type=positive_count,
         default=ServerConfig.flood_burst,
         metavar="N",
         help="lines a client may send at once (default %(default)s)",
@@ -246,7 +255,7 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         max_unterminated_bytes=max(MAX_UNTERMINATED_BYTES, args.max_line_bytes),
         max_outbox_bytes=args.max_outbox_bytes,
         max_per_address=args.max_per_address,
-        flood_rate=max(args.flood_rate, 0.0),
+        flood_rate=args.flood_rate,
         flood_burst=args.flood_burst,
         register_timeout=args.register_timeout,
         ping_interval=args.ping_interval,

@@ -780,6 +780,9 @@ def test_a_command_that_fails_does_not_end_the_console(server, recorder, monkeyp
         ("--history", "-3"),
         ("--history", "99999999999999999999"),  # was a traceback at start
         ("--history", "lots"),
+        ("--flood-burst", "0"),  # every line refused (was quietly taken as 1)
+        ("--flood-rate", "-1"),  # was flood control quietly off
+        ("--flood-rate", "nan"),
     ],
 )
 def test_counts_out_of_range_are_usage_errors(option, value, capsys):
