@@ -159,6 +159,21 @@ class LineClient:
         self.close()
 
 
+@contextlib.contextmanager
+def in_a_thread(
+    target: Callable[[], None], name: str, stop: threading.Event
+) -> Iterator[threading.Thread]:
+    """Run ``target`` (a fake server, say) in a thread named ``name`` for the
+    ``with`` block; then set ``stop``, which ``target`` must heed, and join."""
+    thread = threading.Thread(target=target, name=name)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(DEADLINE)
+
+
 def json_client(port: int, name: str) -> LineClient:
     """A JSON client that has said hello and got its welcome."""
     client = LineClient(port)

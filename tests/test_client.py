@@ -34,7 +34,14 @@ from chat.protocol import (
     Welcome,
     encode,
 )
-from tests.helpers import DEADLINE, LineClient, json_client, running_server, wait_for
+from tests.helpers import (
+    DEADLINE,
+    LineClient,
+    in_a_thread,
+    json_client,
+    running_server,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -281,13 +288,8 @@ def not_a_chat_server(chatty: bool):
                         conn.sendall(b"220 hello from another program\r\n")
                 stop.wait(DEADLINE)
 
-        thread = threading.Thread(target=serve, name="not a chat server")
-        thread.start()
-        try:
+        with in_a_thread(serve, "not a chat server", stop):
             yield listener.getsockname()[1]
-        finally:
-            stop.set()
-            thread.join(DEADLINE)
 
 
 @pytest.mark.parametrize("kind", ["silent", "chatty", "echo"])

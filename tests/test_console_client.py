@@ -119,17 +119,26 @@ def unread(pipe) -> int:
     return int.from_bytes(buffer, sys.byteorder)
 
 
+def typed_before_the_welcome(
+    process: subprocess.Popen, listener: socket.socket, typed: bytes
+) -> LineClient:
+    """The fake server's side of ``process``'s connection, once ``process``
+    has said hello and has read ``typed`` from its input (no welcome yet)."""
+    fake = LineClient.accept(listener)
+    assert json.loads(fake.next_line())["type"] == "hello"
+    process.stdin.write(typed)
+    process.stdin.flush()
+    wait_for(lambda: unread(process.stdin) == 0, what="the client to read")
+    return fake
+
+
 @POSIX_ONLY
 def test_lines_piped_before_exit_go_out_even_before_the_welcome(listener):
     """``printf 'hello\\nexit\\n' | python -m chat``: the pipe is read at once,
     before the welcome; the exit must not drop the line above it."""
     process = start_client("--port", port_of(listener), "--name", "ann")
     try:
-        with LineClient.accept(listener) as fake:
-            assert json.loads(fake.next_line())["type"] == "hello"
-            process.stdin.write(b"hello\nexit\n")
-            process.stdin.flush()
-            wait_for(lambda: unread(process.stdin) == 0, what="the client to read")
+        with typed_before_the_welcome(process, listener, b"hello\nexit\n") as fake:
             fake.send_raw(encode(Welcome("ann", ("ann",), ())))
             sent = [json.loads(line) for line in fake.expect_closed()]
     finally:
@@ -147,11 +156,8 @@ def test_lines_that_no_echo_confirmed_are_reported_at_the_end(listener):
     have arrived, and the person is told so, not left to guess."""
     process = start_client("--port", port_of(listener), "--name", "ann")
     try:
-        with LineClient.accept(listener) as fake:
-            assert json.loads(fake.next_line())["type"] == "hello"
-            process.stdin.write(b"are you there?\n")
-            process.stdin.flush()
-            wait_for(lambda: unread(process.stdin) == 0, what="the client to read")
+        with typed_before_the_welcome(process, listener, b"are you there?\n"):
+            pass  # and the server hangs up
         out, err = finish(process)  # it hung up: the client stops (first try)
     finally:
         if process.poll() is None:

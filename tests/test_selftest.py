@@ -32,7 +32,7 @@ import pytest
 
 from chat import selftest as selftest_module
 from chat.selftest import CHECKS, Result, Target, parse_address, run_checks, summary
-from tests.helpers import DEADLINE, running_server
+from tests.helpers import DEADLINE, in_a_thread, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL = set(CHECKS)
@@ -591,13 +591,10 @@ def answering(answer: Callable[[bytes], bytes]) -> Iterator[int]:
                 if line:
                     conn.sendall(answer(line))
 
-    thread = threading.Thread(target=serve, name="answering server")
-    thread.start()
     try:
-        yield listener.getsockname()[1]
+        with in_a_thread(serve, "answering server", stop):
+            yield listener.getsockname()[1]
     finally:
-        stop.set()
-        thread.join(DEADLINE)
         for conn in conns:
             conn.close()
         listener.close()
