@@ -80,6 +80,8 @@ KEEPALIVE = 20.0
 #: From our hello to the server's welcome: what takes longer is no chat
 #: server (an echo server, another program), or one that is stuck.
 WELCOME_TIMEOUT = 15.0
+#: Why we stop when our own hello comes back: no need to wait for the above.
+ECHOED = "the server sent our hello back: it is an echo server"
 #: Server lines can be long (a welcome carries the history).
 MAX_SERVER_LINE = 16 * 1024 * 1024
 #: Errors after which trying again with the same settings cannot help.
@@ -489,7 +491,7 @@ class ChatClient:
         if pending:  # text that came in with the TLS handshake
             fatal = self._receive(decoder.feed(pending), first)
             if fatal:
-                return _Ending(fatal, fatal=True)
+                return self._fatal(fatal)
         with selectors.DefaultSelector() as selector:
             selector.register(link.sock, selectors.EVENT_READ)
             while not self._stopping.is_set():
@@ -534,10 +536,15 @@ class ChatClient:
                     return _Ending(f"the server sent garbage ({exc.text})")
                 fatal = self._receive(lines, first)
                 if fatal:
-                    return _Ending(fatal, fatal=True)
+                    return self._fatal(fatal)
                 if link.tls is not None and link.tls.closed:  # its close_notify
                     return _Ending(self._farewell or "the server closed the connection")
         return _Ending("closed", fatal=True)
+
+    @staticmethod
+    def _fatal(reason: str) -> _Ending:
+        """The end of the connection, for good, for ``reason`` (of _receive)."""
+        return _Ending(reason, "no_welcome" if reason == ECHOED else None, fatal=True)
 
     def _receive(self, lines: list, first: bool) -> str:
         """Handle a batch of lines; the reason to stop for good, or ``""``."""
@@ -550,6 +557,8 @@ class ChatClient:
                 if self._joined.is_set():
                     log.warning("ignoring a line from the server: %s", exc.text)
                     continue
+                if line.lstrip().startswith(b'{"type":"hello"'):
+                    return ECHOED  # no chat server says hello to a client
                 # Before the welcome, a server may say something in plain words
                 # (ours: "This chat server speaks TLS..."): show it.
                 text = escape_text(line.decode("utf-8", "replace").strip())

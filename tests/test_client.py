@@ -292,21 +292,29 @@ def not_a_chat_server(chatty: bool):
             yield listener.getsockname()[1]
 
 
-@pytest.mark.parametrize("kind", ["silent", "chatty", "echo"])
+@pytest.mark.parametrize("chatty", [False, True])
 def test_no_welcome_from_a_first_server_ends_with_a_word(
-    kind, make_client, monkeypatch
+    chatty, make_client, monkeypatch
 ):
-    """Not "Connected" for ever: an echo server, or another program."""
+    """Not "Connected" for ever: another program on that port."""
     monkeypatch.setattr(client_module, "WELCOME_TIMEOUT", 0.5)
-    with contextlib.ExitStack() as stack:
-        if kind == "echo":
-            port = stack.enter_context(running_server(echo=True)).port
-        else:
-            port = stack.enter_context(not_a_chat_server(kind == "chatty"))
+    with not_a_chat_server(chatty) as port:
         client = make_client(port)
         ended = next_event(client, Disconnected)
         assert (ended.failure, ended.retry_in) == ("no_welcome", None)
         assert ended.reason == "no welcome within 0.5 s"
+        next_event(client, Closed)
+
+
+def test_an_echo_server_is_known_by_our_hello_coming_back(make_client):
+    """Said at once, without waiting for the welcome's timeout."""
+    with running_server(echo=True) as echo:
+        client = make_client(echo.port)
+        ended = next_event(
+            client, Disconnected, timeout=client_module.WELCOME_TIMEOUT / 2
+        )
+        assert (ended.failure, ended.retry_in) == ("no_welcome", None)
+        assert ended.reason == client_module.ECHOED
         next_event(client, Closed)
 
 
