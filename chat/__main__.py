@@ -6,8 +6,8 @@
     python -m chat --wire                   # also show every chunk sent and received
 
 Incoming messages are printed while you type, as in the classic two-terminal
-chat.  Your own lines are not printed again.  Type ``/help`` for commands,
-``exit`` (or Ctrl+D) to leave.
+chat.  Your own lines are not printed again (your /me and private lines
+are).  Type ``/help`` for commands, ``exit`` (or Ctrl+D) to leave.
 """
 
 from __future__ import annotations
@@ -54,13 +54,17 @@ from .timeline import Timeline
 from .tls import client_context, fingerprint, same_fingerprint
 from .wire import Chunk, WireLog, format_record
 
+#: ``--send``: the socket's timeout (the connect, TLS, each wait for the answer).
 SEND_TIMEOUT = 5.0
+#: At the end of input, how long to wait for a welcome (so that lines typed
+#: before it can go out) before saying goodbye.
 CONNECT_WAIT = 10.0
 #: At the end of input, how long the lines typed may take to go out (and the
 #: goodbye after them): a busy machine or a slow network needs more than the
 #: second ``close`` gives by default.  Closing returns as soon as all are sent.
 CLOSE_WAIT = 5.0
-#: The exit status of a program ended by Ctrl+C (128 + SIGINT), as shells expect.
+#: The exit status when Ctrl+C cuts the program short (128 + SIGINT), as
+#: shells expect.  Ctrl+C in the chat is a way to leave, not this.
 INTERRUPTED = 130
 
 
@@ -242,6 +246,7 @@ class ConsoleView:
         self.timeline = Timeline()
 
     def lines(self, event) -> list[str]:
+        """The lines to print for one event (maybe none).  Main thread only."""
         client = self.client
         if isinstance(event, Connecting):
             if event.attempt == 1:
@@ -301,6 +306,13 @@ def queue_chunks(events: queue.Queue) -> Wire:
 
 
 def chat(args: argparse.Namespace, show: Printer) -> int:
+    """The chat in the terminal, until the client stops (the input ended,
+    ``exit``, or it gave up), Ctrl+C, or the output went away.
+
+    Blocks the calling (main) thread, which prints the client's events; a
+    ``StdinReader`` thread reads what is typed.  Returns the exit status: 0
+    if the server welcomed us at least once, else 1.
+    """
     # A first connection that fails is explained and ends the program (exit
     # status 1); a connection lost later is made again.
     events: queue.Queue = queue.Queue()
@@ -373,6 +385,12 @@ def chat(args: argparse.Namespace, show: Printer) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the console client; returns the exit status.
+
+    Ctrl+C in the chat leaves it, as ``exit`` does; Ctrl+C while the echo
+    client waits (or a second one while leaving) gives ``INTERRUPTED``.
+    ``argparse`` exits the program (status 2) on a bad argument.
+    """
     args = build_parser().parse_args(argv)
     if isinstance(sys.stdout, io.TextIOWrapper):
         # A terminal or file that cannot show a character (a Windows console

@@ -6,9 +6,10 @@ everything that happens as *events* on a ``queue.Queue``:
 * the **reader** thread connects, says ``hello``, turns incoming lines into
   protocol messages (``Welcome``, ``Message``, ``Joined``...) and puts them on
   the queue; when the connection is lost it puts a ``Disconnected`` event,
-  waits 1, 2, 4... up to 30 seconds, and connects again with the same name;
+  waits 1, 2, 4... up to 30 seconds, and connects again with the name it
+  last had;
 * the **writer** thread takes what the front end asked to send from an
-  outgoing queue and sends it, so ``send()`` never blocks the caller.
+  ``Outgoing`` list and sends it, so ``send()`` never blocks the caller.
 
 The front end only ever calls ``send``/``say``/... and ``close``, and reads
 ``events``: connection trouble is an event, never an exception raised in
@@ -67,10 +68,12 @@ log = logging.getLogger("chat.client")
 
 #: Seconds between reconnect attempts: doubled each time, up to the last.
 BACKOFF = (1, 2, 4, 8, 16, 30)
+#: Seconds for the TCP connect, and again for the TLS handshake.
 CONNECT_TIMEOUT = 10.0
-#: A send that makes no progress for this long means the connection is dead.
+#: A send not finished within this long means the connection is dead.
 SEND_TIMEOUT = 30.0
-#: How often a connect attempt looks up to see whether it was cancelled.
+#: How often a connect attempt (or ``wait_until_joined``) looks up to see
+#: whether the client was closed.
 POLL = 0.1
 #: The longest the threads wait without looking at their clocks (close()
 #: wakes them at once anyway).
@@ -114,8 +117,11 @@ class Disconnected:
 
     ``reason`` is for people.  ``retry_in`` is the number of seconds before
     the next attempt, or ``None`` when the client has given up for good.
-    ``failure`` is set when no connection could be made at all: a short word
-    (``refused``, ``timeout``, ``unknown_host``, ``unreachable``...).
+    ``failure`` is a short word when more went wrong than a lost connection:
+    no connection could be made (``refused``, ``timeout``, ``unknown_host``,
+    ``unreachable``, ``error``), TLS failed (``tls_mismatch``,
+    ``tls_unknown``...), or the server did not behave as a chat server
+    (``no_welcome``, ``no_answer``, ``tls_required``).  Else ``None``.
     """
 
     reason: str
@@ -154,8 +160,8 @@ Wire = Callable[[str, bytes], None]
 
 @dataclass(frozen=True, slots=True)
 class _Ending:
-    """How one connection ended: why, what failed (if it never worked), and
-    whether trying again could help."""
+    """How one connection ended: why, what failed (the ``failure`` word of
+    ``Disconnected``, if any), and whether trying again could help."""
 
     reason: str
     failure: str | None = None
@@ -165,8 +171,9 @@ class _Ending:
 class _Link:
     """The current connection: a socket, and TLS over it if asked for.
 
-    The reader thread receives, the writer thread sends; ``TlsChannel`` keeps
-    the two apart where TLS needs it.
+    The reader thread receives (and sends the hello, before the writer may
+    use it); the writer thread sends the rest.  ``TlsChannel`` keeps the two
+    apart where TLS needs it.
     """
 
     def __init__(self, sock: socket.socket, tls: TlsChannel | None) -> None:
@@ -192,8 +199,13 @@ class ChatClient:
     """One user's connection to a chat server.  See the module docstring.
 
     Thread contract: ``start``, ``send`` (and its shortcuts) and ``close`` may
-    be called from any thread and never block for long (``close`` waits at
-    most ``timeout`` seconds).  Events arrive on ``self.events``.
+    be called from any thread and never block for long (``close`` waits
+    about ``timeout`` seconds at most).  ``start`` may be called once.
+    Events arrive on ``self.events``.
+
+    ``reconnect=False`` gives up when a connection ends; ``retry_first=False``
+    gives up when no connection has been welcomed yet.  ``keepalive`` is
+    ``KEEPALIVE`` when ``None``; ``0`` sends no pings.
     """
 
     def __init__(
@@ -302,11 +314,13 @@ class ChatClient:
         return Error("too_long", f"{too_long}, {limit}.", cid)
 
     def say(self, text: str, *, me: bool = False) -> str:
-        """Send a chat line; returns its ``cid`` (see ``send``)."""
+        """Send a chat line; returns its ``cid``, or ``""`` if it is too long
+        to send (see ``send``)."""
         return self.send(Say(text, me=me or None)) or ""
 
     def private(self, to: str, text: str) -> str:
-        """Send a private line; returns its ``cid`` (see ``send``)."""
+        """Send a private line; returns its ``cid``, or ``""`` if it is too
+        long to send (see ``send``)."""
         return self.send(Private(to, text)) or ""
 
     def unconfirmed(self) -> list[str]:
@@ -320,7 +334,12 @@ class ChatClient:
         self.send(Who())
 
     def close(self, reason: str = "quit", timeout: float = 1.0) -> None:
-        """Say ``bye`` (if connected), stop both threads and join them."""
+        """Say ``bye`` (if connected), stop both threads and join them.
+
+        When connected, what is queued (the bye last) first has up to 60% of
+        ``timeout`` to go out.  Lines the server has not echoed yet are given
+        up (see ``unconfirmed``).  Safe to call more than once.
+        """
         deadline = time.monotonic() + timeout
         if self._stopping.is_set():  # stopped already, or stopped itself
             self._join(deadline)
@@ -383,7 +402,7 @@ class ChatClient:
         connected = False
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            # One timeout serves both threads: recv is only called once poll
+            # One timeout serves both threads: recv is only called once select
             # says there is data, so it only bounds sendall.
             sock.settimeout(SEND_TIMEOUT)
             # Known before the TLS handshake, so that close() can end that too
@@ -496,7 +515,8 @@ class ChatClient:
             selector.register(link.sock, selectors.EVENT_READ)
             while not self._stopping.is_set():
                 # No polling to notice close(): it shuts the socket down, which
-                # wakes this select.  Wake for the keepalive's clock only.
+                # wakes this select.  Wake for the keepalive's and the
+                # welcome's clocks only.
                 wait = self._until_keepalive(heard, pinged)
                 if not self._joined.is_set():
                     left = welcome_due - time.monotonic()

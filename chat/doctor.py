@@ -71,7 +71,7 @@ ADVICE = {
         "trusted before, or given with --fingerprint).",
         "Compare it with the fingerprint the server printed. If they match, "
         "the server has a new certificate: give it with --fingerprint, or, "
-        "for the window, delete the server's line under \"trusted\" in its "
+        'for the window, delete the server\'s line under "trusted" in its '
         "settings.json, and it asks again. If not, someone may be in the "
         "middle.",
     ],

@@ -5,14 +5,16 @@ A line a person typed must never be lost, nor said twice, nor overtaken:
 * every entry waits in one list, in the order it was added;
 * an entry with a ``cid`` (a chat line) stays there until the server echoes
   that ``cid`` back (or refuses it with an error naming it): ``confirm``;
+  only ``MAX_KEPT`` and ``drop_longer`` ever give one up before that;
 * an entry without one (a pong, a rename) is dropped once it has been sent;
 * after a reconnect, ``restart`` sends everything still kept again, from
   the top, in the first order.  A line that had in fact arrived is ignored
   by the server (same ``cid``), so resending is always safe.
 
 No sockets here; one ``threading.Condition`` guards it all.  The client's
-writer thread ``take``s an entry, sends it, and reports it ``sent``; the
-reader thread calls ``restart``, ``pause`` and ``confirm``; anyone may ``add``.
+writer thread ``take``s an entry, sends it, and reports it ``sent`` (or calls
+``pause``, when the send failed); the reader thread calls ``restart``,
+``pause``, ``confirm`` and ``drop_longer``; anyone may ``add``.
 """
 
 from __future__ import annotations
@@ -85,7 +87,10 @@ class Outgoing:
 
     def take(self, timeout: float) -> tuple[Entry, int] | None:
         """The next entry to send and the connection's number, or ``None``
-        after ``timeout`` seconds with nothing to send (or when closing)."""
+        after ``timeout`` seconds with nothing to send (at once when closing).
+
+        Nothing is taken while no connection is ready (before ``restart``,
+        after ``pause``): it waits."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while not (self._open and self._next < len(self._entries)):
@@ -111,7 +116,8 @@ class Outgoing:
             self._cond.notify_all()
 
     def confirm(self, cid: str) -> bool:
-        """The server echoed (or refused) ``cid``: forget that line."""
+        """The server echoed (or refused) ``cid``: forget that line.
+        Returns whether it was still kept."""
         with self._cond:
             for index, entry in enumerate(self._entries):
                 if entry.cid == cid:
@@ -135,7 +141,12 @@ class Outgoing:
             return [e.cid for e in self._entries if e.cid is not None]
 
     def wait_sent(self, timeout: float) -> bool:
-        """Block until everything queued has been sent on this connection."""
+        """Block until everything queued has been sent on this connection.
+
+        Returns ``True`` then (at once if nothing is queued); ``False`` after
+        ``timeout`` seconds, or at once if no connection is ready to send on
+        (before ``restart``, after ``pause``).
+        """
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._next < len(self._entries):

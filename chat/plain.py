@@ -108,7 +108,7 @@ def _usage(usage: str) -> Local:
 
 
 def clock(ts: float) -> str:
-    """``HH:MM`` in local time, for history lines and the console."""
+    """``HH:MM`` in local time, for the history lines of a welcome."""
     return time.strftime("%H:%M", time.localtime(ts))
 
 

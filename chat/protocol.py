@@ -323,7 +323,11 @@ class Notice:
 
 @dataclass(frozen=True, slots=True)
 class Error:
-    """Server -> one client: your last message was refused (see ``ERROR_CODES``)."""
+    """Server -> one client: a message was refused, or the connection was.
+
+    ``code`` is one of ``ERROR_CODES``; ``cid`` names the refused line, when
+    it had one (an error may come after later lines were sent).
+    """
 
     type: ClassVar[str] = "error"
     code: str
@@ -386,7 +390,8 @@ ERROR_CODES = {
     "server_full": "the server takes no more connections",
     "too_many_connections": "too many connections from your address",
     "register_timeout": "no name was given in time",
-    # Never sent by a server: what clients show for a mistyped command.
+    # Never sent as JSON: what a client shows for a mistyped command (and
+    # what a server says, in words, to a plain client).
     "usage": "a command was typed without what it needs",
     "unknown_command": "no command has that name",
 }
@@ -614,8 +619,9 @@ def check_name(name: str) -> str:
     """Return ``name`` in its normal form, or raise ``ProtocolError("bad_name")``.
 
     Rules: 1 to ``MAX_NAME_CHARS`` characters after NFKC normalisation;
-    letters, digits, combining marks and ``- _ .``; starting with a letter,
-    digit or ``_``; not a reserved name such as ``server``.
+    letters, digits, combining marks and ``- _ .``, but no letter that draws
+    nothing (``_INVISIBLE_LETTERS``); starting with a letter, digit or ``_``;
+    not a reserved name such as ``server``.
     """
     name = unicodedata.normalize("NFKC", name)
     if not name:

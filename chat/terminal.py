@@ -20,6 +20,7 @@ from typing import TextIO
 
 from .protocol import MAX_LINE_BYTES, LineDecoder, LineTooLong
 
+#: Seconds between looks at ``stop()`` while nothing is typed (POSIX).
 POLL = 0.25
 #: What both consoles say when a line typed (or piped) is too long.
 TOO_LONG = f"! That line is too long (over {MAX_LINE_BYTES:,} bytes); it was ignored."
@@ -33,10 +34,12 @@ class StdinReader:
     dropped.
 
     A line longer than ``MAX_LINE_BYTES`` (a paste, a file piped in) is
-    dropped, and ``on_too_long()`` is called instead; reading goes on.  The
-    callbacks run in the reader thread.  Started in the background of a
-    terminal (where reading would stop the process), POSIX gives an error
-    instead (``SIGTTIN`` ignored), which counts as the end of input.
+    dropped, and ``on_too_long()`` is called instead; reading goes on.  (On
+    Windows, or for a stream with no descriptor, lines come as the stream
+    reads them: decoded by it, and none is too long.)  The callbacks run in
+    the reader thread.  In the background of a terminal, reading stops the
+    process; where the program ignores ``SIGTTIN`` (the server's console
+    does), POSIX gives an error instead, which counts as the end of input.
     """
 
     def __init__(
@@ -58,6 +61,9 @@ class StdinReader:
         self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> None:
+        """Stop reading: no more lines are passed on, and ``on_end`` is not
+        called.  Waits up to ``timeout`` seconds for the thread, unless
+        called from it (from a callback).  Any thread may call it."""
         self._stopping.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
