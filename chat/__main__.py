@@ -190,9 +190,10 @@ def send_once(
                 sock = stack.enter_context(_tls_wrap(sock, host, cafile))
                 seen = fingerprint(sock.getpeercert(binary_form=True))
                 if not cafile and not (pinned and same_fingerprint(pinned, seen)):
+                    known = "not the one expected" if pinned else "not known"
                     show(
-                        f"The server's certificate is not known: its fingerprint "
-                        f"is {seen}. If the server printed the same, add "
+                        f"The server's certificate is {known}: its fingerprint "
+                        f"is {seen}. If the server printed the same, give "
                         f"--fingerprint {seen}"
                     )
                     return 1

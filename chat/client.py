@@ -58,6 +58,7 @@ from .protocol import (
     ServerMessage,
     Welcome,
     Who,
+    check_name,
     decode_server,
     encode,
     escape_text,
@@ -738,4 +739,7 @@ def default_name() -> str:
     except Exception:  # no user name at all in some containers
         user = ""
     cleaned = re.sub(r"[^\w.-]", "", user)[:MAX_NAME_CHARS].lstrip(".-")
-    return cleaned or "guest"
+    try:
+        return check_name(cleaned)  # also not "server", which is reserved
+    except ProtocolError:
+        return "guest"

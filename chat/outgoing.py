@@ -55,7 +55,9 @@ class Outgoing:
             self._entries.append(Entry(data, cid))
             kept = sum(1 for e in self._entries if e.cid is not None)
             if kept > self.limit:  # give up the oldest unconfirmed line
-                oldest = next(i for i, e in enumerate(self._entries) if e.cid)
+                oldest = next(
+                    i for i, e in enumerate(self._entries) if e.cid is not None
+                )
                 self._remove(oldest)
             self._cond.notify_all()
 

@@ -67,6 +67,22 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.parametrize(
+    ("user", "name"),
+    [
+        ("ada", "ada"),
+        ("server", "guest"),
+        ("Server", "guest"),
+        ("ada lovelace", "adalovelace"),
+        ("", "guest"),
+    ],
+)
+def test_the_default_name_is_one_the_server_accepts(monkeypatch, user, name):
+    """A user called "server" would be refused for good at the first try."""
+    monkeypatch.setattr(client_module.getpass, "getuser", lambda: user)
+    assert client_module.default_name() == name
+
+
 def test_events_in_order_from_connect_to_welcome(server, make_client):
     client = make_client(server.port)
     kinds = [type(next_event(client, object)) for _ in range(3)]

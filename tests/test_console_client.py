@@ -388,6 +388,8 @@ def test_the_echo_client_trusts_no_unknown_certificate(tls_echo, pinned):
     status, said = send_over_tls(tls_echo.port, pinned=pinned)
     assert status == 1
     assert f"its fingerprint is {file_fingerprint(CERT)}" in said
+    known = "not known" if pinned is None else "not the one expected"
+    assert f"The server's certificate is {known}:" in said
     assert "Received" not in said
 
 

@@ -241,6 +241,16 @@ def test_drop_longer_gives_up_only_the_long_lines_and_keeps_the_place():
     assert send_all(outgoing) == [b"cc\n"]  # "aa" is not sent twice
 
 
+def test_the_limit_counts_an_empty_cid_as_a_cid():
+    """The count and the choice of the oldest agree on what is kept."""
+    outgoing = Outgoing(limit=1)
+    outgoing.add(b"a", "")
+    outgoing.add(b"b", "")
+    assert outgoing.unconfirmed() == [""]
+    outgoing.restart()
+    assert send_all(outgoing) == [b"b"]
+
+
 def test_the_default_limit():
     assert Outgoing().limit == MAX_KEPT == 1000
 
