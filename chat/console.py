@@ -63,7 +63,7 @@ def byte_count(text: str) -> int:
 
 
 def seconds(text: str) -> float:
-    """A duration option's type: seconds, 0 (meaning "off") or more."""
+    """A duration option's type: seconds, 0 (meaning "off") to 86400 (a day)."""
     value = float(text)
     if not 0 <= value <= 86400:
         raise argparse.ArgumentTypeError(f"{text} is out of range (0 to 86400)")
@@ -88,7 +88,7 @@ def positive_count(text: str) -> int:
 
 
 def rate(text: str) -> float:
-    """``--flood-rate``'s type: lines per second, 0 (meaning "off") or more."""
+    """``--flood-rate``'s type: lines per second, 0 (meaning "off") to 1000000."""
     value = float(text)
     if not 0 <= value <= 1_000_000:  # (nan is neither)
         raise argparse.ArgumentTypeError(f"{text} is out of range (0 to 1000000)")
@@ -376,6 +376,7 @@ class Operator:
         self._bots: Bots | None = None  # made by the first /bots
 
     def start(self) -> None:
+        """Start reading the keyboard (thread ``operator console``, a daemon)."""
         self._keyboard.start()
 
     def stop(self) -> None:
@@ -385,8 +386,10 @@ class Operator:
             self._bots.stop()
 
     def handle(self, line: str) -> None:
-        """Carry out one line the operator typed.  Never raises: a command
-        that fails is logged and said to have failed."""
+        """Carry out one line the operator typed (on the keyboard's thread).
+
+        Never raises: a command that fails is logged and said to have failed.
+        """
         text = line.strip()
         if not text:
             return
@@ -552,6 +555,7 @@ class Operator:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server until Ctrl+C, SIGTERM or ``/quit``; the exit status."""
     args = build_parser().parse_args(argv)
     out = _print_now
     try:

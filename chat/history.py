@@ -11,8 +11,8 @@ reconnect, not a new line: ``repeat`` finds the first one, and the room sends
 that back instead of saying it twice.  The window is rebuilt from the stored
 lines at start, so a resend after a server restart is caught too.
 
-Not thread-safe: the room's lock guards it.  No I/O: ``Store.add`` only puts
-on a queue.
+Not thread-safe: the room's lock guards it.  No I/O once made (only ``__init__``
+talks to the database): ``Store.add`` and ``Store.given`` only put on a queue.
 """
 
 from __future__ import annotations

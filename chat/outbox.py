@@ -25,7 +25,9 @@ end, the connection is ended as a *slow consumer*.
 
 Ownership of the socket: the connection's reader thread only calls ``recv``.
 Every other socket call (send, shutdown, close) happens on the writer thread,
-so a socket is never closed under another thread's feet.  The reader calls
+so a socket is never closed under another thread's feet.  The one exception
+is a TLS handshake, which the reader does itself before it puts anything on
+the outbox (``chat.tls``).  The reader calls
 ``Outbox.close()`` when it is done; the writer then sends what is left (for
 at most ``LINGER`` seconds) and closes the socket.
 """
@@ -66,10 +68,10 @@ _HANG_UP, _CLOSE, _ABORT = "hang up", "close", "abort"
 class Outbox:
     """The bytes waiting to go to one connection.  Made by ``Writer.open``.
 
-    ``put``, ``hang_up``, ``abort`` and ``close`` may be called from any thread
-    and never block.  ``end_reason`` says why the connection was ended
-    (``"slow consumer"``, ``"connection lost"``, or what ``abort`` was
-    given), or is ``None``.
+    ``put``, ``hang_up`` and ``abort`` may be called from any thread, and
+    ``close`` by the reader when it is done; none of them blocks.
+    ``end_reason`` says why the connection was ended (``"slow consumer"``,
+    ``"connection lost"``, or what ``abort`` was given), or is ``None``.
     """
 
     def __init__(self, writer: Writer, sock: socket.socket, limit: int) -> None:
@@ -80,7 +82,7 @@ class Outbox:
         self.transform: Callable[[bytes], bytes] | None = None
         self._writer = writer
         # Guarded by writer._lock:
-        self._queued = 0  # bytes put and not yet sent, as last settled
+        self._queued = 0  # bytes put or parked, not yet sent, as last settled
         self._ended = False  # no more puts are accepted
         self._behind = False  # counted in writer._behind
         self._behind_since = 0.0  # when it last fell behind, or 0 if it is not
@@ -166,7 +168,7 @@ class Outbox:
 
 
 class Writer:
-    """The thread that sends for every outbox.
+    """The thread that sends for every outbox (a daemon, ``writer`` by default).
 
     Owned by the server: ``start()`` it, ``open()`` an outbox per connection,
     and ``stop()`` it last, after every reader has called ``Outbox.close()``.
@@ -200,6 +202,7 @@ class Writer:
     # -- owner's side -----------------------------------------------------
 
     def start(self) -> None:
+        """Start the writer thread.  Call once."""
         self._thread.start()
 
     def open(self, sock: socket.socket, limit: int = DEFAULT_LIMIT) -> Outbox:
@@ -251,7 +254,11 @@ class Writer:
                 self._room.notify_all()
 
     def stop(self, timeout: float = 3 * LINGER) -> None:
-        """Finish the outboxes still closing, then end the thread and join it."""
+        """Finish the outboxes still closing, then end the thread and join it.
+
+        The owner's thread only.  Blocks for at most ``timeout`` seconds; if
+        the thread is still running then, it is logged and left running.
+        """
         with self._lock:
             self._stopping = True
         self._wake()
@@ -271,8 +278,9 @@ class Writer:
         """Queue ``data`` for every outbox in ``outboxes`` but ``exclude``.
 
         One append, whatever the number of outboxes: the writer thread works
-        out who gets it.  An outbox that has ended by the time the writer
-        comes to this event gets nothing.  Never blocks.
+        out who gets it.  An outbox whose hang-up, abort or close was asked
+        for before this call, or whose connection was lost, gets nothing; one
+        that ends after it still gets it first.  Never blocks.
         """
         with self._lock:
             self._events.append((outboxes, data, exclude))

@@ -1,15 +1,16 @@
 """The room: who is here, what was said, and who gets which bytes.
 
-No sockets here.  Each member has an *outbox* (anything with ``put(bytes)``);
+No sockets here.  Each member has an *outbox* (``put(bytes)`` and ``hang_up()``);
 the room encodes every message once per wire format and hands the same bytes
 object, with the outboxes of everyone of that format, to ``deliver``
 (``Writer.broadcast`` in the server: one append, however many members).
 Sending is someone else's job (``chat.outbox``), so a member who stops
 reading can never slow the room down.
 
-One lock, ``Room._lock``, guards the members, the names and the history.  All
-puts and broadcasts happen under it, which is what gives every member the
-same order of events; neither blocks.  Logging happens after the lock is
+One lock, ``Room._lock``, guards the members, the names and the history.
+Every put and broadcast of the room's events happens under it, which is what
+gives every member the same order of events; neither blocks.  Only ``tell``
+(a reply to one member) puts without it.  Logging happens after the lock is
 released.
 """
 
@@ -143,6 +144,8 @@ class Room:
         The welcome replays the last lines, or, with ``since`` (the last id
         the client saw, in the history called ``room``), every line after it
         that is still kept.  ``since`` from another history means nothing.
+        Raises ``ProtocolError`` for a bad, taken or banned name, or a member
+        already in.
         """
         name = check_name(name)
         key = name_key(name)
@@ -201,7 +204,10 @@ class Room:
         log.info("* %s is now known as %s", old_name, new_name)
 
     def kick(self, name: str, reason: str) -> bool:
-        """Remove a member by name; it sees why, then its connection ends."""
+        """Remove a member by name; it sees why, then its connection ends.
+
+        False if nobody here has that name.
+        """
         with self._lock:
             member = self._members.pop(name_key(name), None)
             if member is None:
@@ -228,7 +234,9 @@ class Room:
         """Broadcast ``member``'s lines (one batch from one read) to everyone.
 
         Each line gets the next message id; all of them are encoded once per
-        wire format and put on every outbox as one piece.
+        wire format and handed to ``deliver`` as one piece (a resend in the
+        batch splits it there).  Raises ``ProtocolError`` if ``member`` has
+        not joined or is muted: then none of the lines is said.
         """
         if not lines:
             return
@@ -302,7 +310,10 @@ class Room:
         log.info("[private] %s -> %s: %s", sender, target.name, escape_text(text))
 
     def tell(self, member: Member, message: ServerMessage) -> None:
-        """Send one message to one member (a reply, an error)."""
+        """Send one message to one member (a reply, an error).
+
+        Takes no lock: a reply has no place among the room's events to keep.
+        """
         member.outbox.put(member.render(message))
 
     def who(self, member: Member) -> None:
@@ -330,6 +341,7 @@ class Room:
         return True
 
     def unmute(self, name: str) -> bool:
+        """Let ``name`` speak again; False if it was not muted."""
         with self._lock:
             found = name_key(name) in self._muted
             self._muted.discard(name_key(name))
@@ -344,6 +356,7 @@ class Room:
             self._banned.add(name_key(name))
 
     def unban_name(self, name: str) -> bool:
+        """``name`` may be taken again; False if it was not banned."""
         with self._lock:
             found = name_key(name) in self._banned
             self._banned.discard(name_key(name))
@@ -362,6 +375,7 @@ class Room:
             return list(self._members.values())
 
     def find(self, name: str) -> Member | None:
+        """The member called ``name`` (or a look-alike), or ``None``."""
         with self._lock:
             return self._members.get(name_key(name))
 
@@ -371,11 +385,16 @@ class Room:
             return self._fanned - member.fanned_at_join + member.direct_out
 
     def history(self) -> tuple[Message, ...]:
+        """The lines a newcomer would be shown, oldest first."""
         with self._lock:
             return self._history.recent()
 
     def clear_history(self) -> None:
-        """Forget every line said so far (ids keep increasing)."""
+        """Forget every line said so far (ids keep increasing).
+
+        Only in memory: the caller clears the store too, outside the lock
+        (``Store.clear`` waits).
+        """
         with self._lock:
             self._history.clear()
 

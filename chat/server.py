@@ -4,12 +4,14 @@ How a line travels (see ``docs/architecture.md``):
 
 1. ``socketserver`` accepts; ``ChatServer.process_request`` starts one named
    reader thread per connection, running a ``ChatHandler``.
-2. The handler waits (with ``poll``) until its socket is readable, ``recv``s
-   up to 8 KiB and feeds the bytes to its ``LineDecoder``.
+2. The handler waits while the room is saturated (``Writer.wait_for_room``),
+   then (with ``poll``) until its socket is readable, ``recv``s up to 8 KiB
+   and feeds the bytes to its ``LineDecoder``.
 3. The complete lines go to the connection's session (``chat.session``),
    which asks the ``Room`` to broadcast.
-4. The room puts the encoded bytes on every member's ``Outbox``; the one
-   ``Writer`` thread sends them (``chat.outbox``).
+4. The room hands the encoded bytes, with every member's ``Outbox``, to
+   ``Writer.broadcast`` (one append for all); the one ``Writer`` thread
+   sends them (``chat.outbox``).
 
 Sockets are non-blocking: readers wait in ``poll`` before each ``recv`` (so
 every wait has a timeout) and the writer's ``send`` can never block, on any
@@ -124,7 +126,8 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     # The listen backlog: a whole class may connect in the same second (the
     # tutorials' listen(5) silently drops most of them).
     request_queue_size = 4096
-    # We start, name and join the reader threads ourselves (process_request).
+    # Not read: our process_request starts and names the reader threads
+    # itself (daemons, like this says), and server_close joins them.
     daemon_threads = True
 
     def __init__(self, config: ServerConfig | None = None) -> None:
@@ -138,8 +141,6 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             self.tls_context = server_context(self.config.tls_cert, self.config.tls_key)
         # All of this exists before binding: when the bind fails (a port in
         # use), socketserver calls server_close(), which needs it, then raises.
-        # Half the outbox for a welcome: a long history never makes a newcomer
-        # a "slow consumer" before it has read a byte.
         self.store = Store.open(self.config.db)  # StoreError: a sentence to show
         history = History(
             self.config.history, self.store, keep_private=self.config.store_private
@@ -148,6 +149,8 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.writer = outbox_module.Writer()
         self.room = Room(
             self.config.history,
+            # Half the outbox for a welcome: a long history never makes a
+            # newcomer a "slow consumer" before it has read a byte.
             self.config.max_outbox_bytes // 2,
             deliver=self.writer.broadcast,
             history=history,
@@ -182,7 +185,10 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     # -- socketserver hooks ------------------------------------------------
 
     def process_request(self, request: socket.socket, client_address) -> None:
-        """Start a named reader thread for a new connection (or refuse it)."""
+        """Start a named reader thread for a new connection (or refuse it).
+
+        Runs on the thread of ``serve_forever``; never waits on the client.
+        """
         host = normal_address(client_address[0])
         config = self.config
         with self._lock:
@@ -274,10 +280,12 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             handler.hang_up(GOODBYE)
 
     def unregister(self, handler: ChatHandler) -> None:
+        """Forget a connection (its reader thread, from ``finish``)."""
         with self._lock:
             self._handlers.discard(handler)
 
     def connections(self) -> list[ChatHandler]:
+        """A snapshot of the open connections (any thread)."""
         with self._lock:
             return list(self._handlers)
 
@@ -348,6 +356,7 @@ class ChatServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         return self.room.unban_name(target) or found
 
     def banned(self) -> list[str]:
+        """The banned addresses, sorted (banned names are the room's)."""
         with self._lock:
             return sorted(self._banned)
 
@@ -448,6 +457,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
             log.debug("%s: %s", self.address, exc)
 
     def finish(self) -> None:
+        """Leave the room, saying why, and give the socket to the writer to
+        close (``Outbox.close``)."""
         if self.session is not None and self.session.ended:
             reason = self.session.reason
         else:
@@ -460,8 +471,9 @@ class ChatHandler(socketserver.BaseRequestHandler):
     def hang_up(self, text: str) -> None:
         """Say ``text`` and end the connection (any thread; never blocks).
 
-        Before the TLS handshake is done, nothing is said: it would go out in
-        plain text, in the middle of the handshake.
+        Only a connection without a name is told ``text``: the room tells
+        its members itself.  Before the TLS handshake is done, nothing is
+        said: it would go out in plain text, in the middle of the handshake.
         """
         in_clear = self.server.tls_context is not None and self.outbox.transform is None
         if self.member.name is None and not in_clear:  # the room tells members
@@ -588,7 +600,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
         """The TLS handshake, before anything else.
 
         Returns the plain text that arrived with it, or ``None`` if this is
-        not a TLS client (it is told so, in words) or the handshake failed.
+        not a TLS client (it is told so, in words), the handshake failed, or
+        the peer hung up first.
         """
         first = self._recv(TLS_HANDSHAKE_TIMEOUT)  # raw: self.tls is not set yet
         if not first:
@@ -646,7 +659,9 @@ class ChatHandler(socketserver.BaseRequestHandler):
 
 
 def set_keepalive(sock: socket.socket, interval: float) -> None:
-    """Let TCP find a dead peer after about ``interval`` seconds of silence.
+    """Let TCP find a dead peer: probes start after ``interval`` seconds of
+    silence, and three unanswered ones, a third of that apart, end it (about
+    twice ``interval`` in all).
 
     Plain clients cannot answer the protocol's ``ping``; the kernel's own
     probes can.  Where the idle time cannot be set, the system's default is
@@ -683,6 +698,8 @@ class Readable:
             self._poll.register(sock, select.POLLIN)
 
     def wait(self, timeout: float | None) -> bool:
+        """Block until readable (True) or ``timeout`` s pass (False); ``None``:
+        no limit."""
         if self._poll is not None:
             ms = None if timeout is None else int(timeout * 1000)
             return bool(self._poll.poll(ms))

@@ -2,7 +2,8 @@
 
 The server's reader thread feeds each session the lines its ``LineDecoder``
 produced; the session answers through the member's outbox and acts on the
-room.  There are three kinds, chosen by the connection's first line:
+room.  There are three kinds: with ``--echo`` every connection gets an
+``EchoSession``; otherwise the connection's first line chooses the other two:
 
 ``JsonSession``
     speaks the JSON protocol (``docs/protocol.md``);
@@ -50,7 +51,8 @@ log = logging.getLogger("chat.session")
 
 Lines = Sequence["bytes | LineTooLong"]
 
-#: Wrong passwords allowed on one connection before it is closed.
+#: Wrong passwords on one connection before it is closed (the last of them
+#: closes it).
 MAX_PASSWORD_TRIES = 3
 
 
@@ -60,6 +62,7 @@ class Policy:
 
     ``password``: the room password, or ``None``.  ``flood_rate`` lines per
     second after a burst of ``flood_burst`` (``flood_rate`` 0: no limit).
+    ``password_delay``: seconds a wrong password waits before it is refused.
     ``clock`` and ``sleep`` are injectable for tests.
     """
 
@@ -71,6 +74,7 @@ class Policy:
     sleep: Callable[[float], None] = time.sleep
 
     def flood_guard(self) -> FloodGuard | None:
+        """A new guard for one connection, or ``None`` with no flood limit."""
         if self.flood_rate <= 0:
             return None
         return FloodGuard(self.flood_rate, self.flood_burst, self.clock)
@@ -96,12 +100,20 @@ class Session:
         self._bad_passwords = 0
 
     def receive(self, lines: Lines) -> None:
+        """Act on the lines of one read, in order (the reader thread only).
+
+        Answers go to the outbox; the peer's mistakes are answered, not
+        raised.  Blocks only to delay a wrong password (``password_delay``).
+        """
         raise NotImplementedError
 
     def tell(self, message: ServerMessage) -> None:
+        """Send one message to this connection alone.  Never blocks."""
         self.member.outbox.put(self.member.render(message))
 
     def end(self, reason: str) -> None:
+        """Mark the session over: its reader stops, and the connection closes
+        once what is queued for it is sent."""
         self.ended = True
         self.reason = reason
 
@@ -318,7 +330,9 @@ class PlainSession(JsonSession):
     def _ask_again(self, exc: ProtocolError) -> None:
         if exc.code == "bad_password":
             self.tell(Notice("Type your name, then the password:"))
-        elif self._wanted_name is not None:  # the name was fine: a bad password line
+        elif self._wanted_name is not None:
+            # The name was fine, but the password line could not be read (too
+            # long, not UTF-8) or came too fast: ask for the password again.
             self.tell(Notice("This room has a password. Type it:"))
         elif exc.code != "flood":
             self.tell(Notice("Choose another name:"))

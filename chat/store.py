@@ -2,10 +2,10 @@
 
 The room never waits for the disk.  It hands every new message to ``add``,
 which only puts it on a queue; one thread (``history writer``) owns the
-database connection, takes what is queued, writes it in one transaction and
-commits at least every ``COMMIT_INTERVAL`` seconds.  So a ``kill -9`` loses
-at most the last tenth of a second, and a row, once written, is never
-rewritten.
+database connection, takes what is queued and writes it in one transaction,
+committed within about ``COMMIT_INTERVAL`` seconds of the first of them.  So
+a ``kill -9`` loses about the last tenth of a second, and a row, once
+written, is never rewritten.
 
 At start, ``Store.open`` checks the file (damaged? locked by another server?
 read-only?) and raises ``StoreError`` with a sentence for people; ``load``
@@ -142,14 +142,15 @@ class Store:
     """One history database.  See the module docstring.
 
     Life cycle: ``Store.open(path)`` (checks, may raise ``StoreError``),
-    ``load()``, ``start()`` the writer thread, ``add()`` from any thread,
-    ``stop()`` to write what is left and close.  ``add`` and ``clear`` never
-    block on the disk.
+    ``load()``, ``start()`` the writer thread (``history writer``, a daemon),
+    ``add()`` from any thread, ``stop()`` to write what is left and close.
+    ``add`` and ``given`` never block; ``clear`` waits for the writer thread.
     """
 
     def __init__(self, connection: sqlite3.Connection, path: str) -> None:
         # The connection is used by the thread that opened it until start(),
-        # then by the writer thread alone (check_same_thread=False).
+        # then by the writer thread alone (check_same_thread=False), and by
+        # stop() once that thread has ended.
         self._db = connection
         self.path = path
         self._queue: queue.SimpleQueue[Stored | _Given | _Clear | None] = (
@@ -165,7 +166,11 @@ class Store:
 
     @classmethod
     def open(cls, path: str | Path) -> Store:
-        """Open (or create) the database at ``path`` and check it can be used."""
+        """Open (or create) the database at ``path`` and check it can be used.
+
+        Takes the file's exclusive lock.  Raises ``StoreError`` (a sentence
+        for the operator) if the file cannot be used.
+        """
         where = str(path)
         if where != MEMORY:
             _check_writable(Path(where))
@@ -268,9 +273,10 @@ class Store:
         """How many messages are stored (call before ``start``)."""
         return self._db.execute("SELECT count(*) FROM messages").fetchone()[0]
 
-    # -- any thread -----------------------------------------------------------
+    # -- running: start and stop are the owner's; the rest any thread's ----
 
     def start(self) -> None:
+        """Start the writer thread, once, after ``load``."""
         self._thread.start()
 
     def add(self, message: Stored) -> None:
@@ -282,13 +288,22 @@ class Store:
         self._queue.put(_Given(id_))
 
     def clear(self, timeout: float = 2.0) -> bool:
-        """Delete every stored message (ids are not reused).  Waits for it."""
+        """Delete every stored message (ids are not reused).
+
+        Blocks until the writer thread has done it, at most ``timeout``
+        seconds: True if it was done.  Never call it with the room's lock held.
+        """
         done = threading.Event()
         self._queue.put(_Clear(done))
         return done.wait(timeout)
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Write what is queued, commit, close; join the writer thread."""
+        """Write what is queued, commit, close; join the writer thread.
+
+        The owner's thread, after the last ``add``.  Blocks for at most
+        ``timeout`` seconds; if the thread has not ended by then, the
+        database is left open (and not marked as cleanly stopped).
+        """
         if self._thread.is_alive():
             self._stopping.set()
             self._queue.put(None)

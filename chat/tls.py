@@ -140,6 +140,7 @@ class TlsChannel:
         """Received bytes -> (plain text, whether TLS has something to send).
 
         Plain text may be empty: a record can arrive in several pieces.
+        Raises ``ssl.SSLError`` (an ``OSError``) for a record that is bad.
         """
         pieces = []
         with self._lock:
@@ -160,7 +161,10 @@ class TlsChannel:
         return b"".join(pieces), reply
 
     def encrypt(self, data: bytes) -> bytes:
-        """Plain text -> the bytes to send (plus anything TLS had waiting)."""
+        """Plain text -> the bytes to send (plus anything TLS had waiting).
+
+        Raises ``ssl.SSLError`` once the connection's TLS is broken.
+        """
         with self._lock:
             if data:
                 self._tls.write(data)
