@@ -16,6 +16,7 @@ released.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -127,7 +128,11 @@ class Room:
         self._outboxes: dict[Render, tuple[Outbox, ...]] | None = None
         self._history = history or History(history_size)
         self._fanned = 0  # events sent to (nearly) everyone so far, for /stats
-        self._muted: set[str] = set()  # name keys the operator silenced
+        # Name keys the operator silenced -> which /mute did it: the names
+        # one muted person went by since (see rename) share its number, so
+        # one /unmute lifts them together.
+        self._muted: dict[str, int] = {}
+        self._mutes = itertools.count(1)
         self._banned: set[str] = set()  # name keys nobody may take
 
     # -- membership -------------------------------------------------------
@@ -198,7 +203,7 @@ class Room:
             }
             self._outboxes = None
             if old_key in self._muted:  # a new name is no way out of a mute,
-                self._muted.add(new_key)  # and the old one stays muted too
+                self._muted[new_key] = self._muted[old_key]  # nor the old one
             member.name = new_name
             self._fan_out((Renamed(old_name, new_name),))
         log.info("* %s is now known as %s", old_name, new_name)
@@ -335,16 +340,19 @@ class Room:
             member = self._members.get(name_key(name))
             if member is None:
                 return False
-            self._muted.add(name_key(name))
+            self._muted.setdefault(name_key(name), next(self._mutes))
         self.tell(member, Notice("The operator has muted you."))
         log.info("* %s was muted", name)
         return True
 
     def unmute(self, name: str) -> bool:
-        """Let ``name`` speak again; False if it was not muted."""
+        """Let ``name`` speak again, and the names its person was muted under
+        before a rename (one mute); False if it was not muted."""
         with self._lock:
-            found = name_key(name) in self._muted
-            self._muted.discard(name_key(name))
+            mute = self._muted.pop(name_key(name), None)
+            found = mute is not None
+            for key in [key for key, m in self._muted.items() if m == mute]:
+                del self._muted[key]
             member = self._members.get(name_key(name))
         if member is not None and found:
             self.tell(member, Notice("You may speak again."))

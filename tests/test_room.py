@@ -652,6 +652,22 @@ def test_a_broadcast_is_one_deliver_call_per_wire_format_whoever_is_in():
     assert received(late)[-1].text == "again"
 
 
+def test_one_unmute_lifts_the_mute_from_every_name_it_followed():
+    """The operator unmutes the person as they are called now: going back to
+    the old name must not find them muted again."""
+    room = Room()
+    alice = json_member()
+    room.join(alice, "alice")
+    assert room.mute("alice")
+    room.rename(alice, "carol")
+    room.rename(alice, "dora")
+    assert room.unmute("dora")
+    room.rename(alice, "alice")
+    room.say(alice, [Say("free again")])  # raises ProtocolError if still muted
+    assert room.history()[-1].text == "free again"
+    assert not room.unmute("carol")  # nothing left of that mute
+
+
 def test_a_mute_stays_with_the_name_through_renames():
     """A mute belongs to the name: renaming away neither frees the old name
     for someone else nor frees the renamed member."""
