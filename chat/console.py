@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import io
 import logging
 import signal
 import socket
@@ -557,6 +558,11 @@ class Operator:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until Ctrl+C, SIGTERM or ``/quit``; the exit status."""
     args = build_parser().parse_args(argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # A console that cannot show a name or a line (a Windows console
+        # redirected to a file is cp1252) gets escapes, not a logging
+        # traceback for every line of that person.
+        sys.stdout.reconfigure(errors="backslashreplace")
     out = _print_now
     try:
         configure_logging(args)

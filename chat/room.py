@@ -431,14 +431,40 @@ class Room:
         whole = len(history)
         token = self._history.token
         names, last, limit = self._names(), self._history.last_id, self.max_line
+        history = self._fitting(member, history, names)
         data = member.render(Welcome(name, names, history, token, last, limit))
-        while history and len(data) > self.max_welcome_bytes:
+        while history and len(data) > self.max_welcome_bytes:  # rarely, if ever
             history = history[max(len(history) // 4, 1) :]  # drop the oldest
             data = member.render(Welcome(name, names, history, token, last, limit))
         if len(history) < whole:
             dropped = whole - len(history)
             notes.append(f"{dropped} earlier messages were too long to replay.")
         return data + b"".join(member.render(Notice(text)) for text in notes)
+
+    #: Bytes a line takes in a welcome beyond its own rendering: the plain
+    #: ``[HH:MM] `` and the heading, a JSON comma.
+    _WELCOME_LINE_EXTRA = 16
+
+    def _fitting(self, member: Member, history: tuple, names: tuple) -> tuple:
+        """The newest lines of ``history`` whose welcome fits the limit (lock held).
+
+        Each line is rendered once, newest first, until the limit is reached:
+        a join costs about the welcome's limit, however long the history and
+        however costly its lines are to render (control characters, escaped).
+        """
+        budget = self.max_welcome_bytes - sum(len(n) * 4 + 4 for n in names) - 512
+        # Most welcomes fit by far: at most 10 bytes a character (an escape
+        # such as \U000e0001) and 200 a line of fields and names.
+        most = sum(10 * len(line.text) + 200 for line in history)
+        if most <= budget:
+            return history
+        kept = 0
+        for line in reversed(history):
+            budget -= len(member.render(line)) + self._WELCOME_LINE_EXTRA
+            if budget < 0:
+                break
+            kept += 1
+        return history[len(history) - kept :]
 
     def _require_joined(self, member: Member) -> str:
         # Compare the member, not just the name: a kicked member keeps its
