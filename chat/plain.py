@@ -103,6 +103,85 @@ def parse_input(line: str) -> ClientMessage | Local | None:
     return (Error("unknown_command", f"Unknown command {shown}; /help lists them."),)
 
 
+def erase(text: str) -> str:
+    """``text`` with each Backspace (^H) or Delete (^?) taking back the
+    character before it, as a terminal does while you type.
+
+    Clients that send each key as it is pressed (Windows telnet, PuTTY
+    without local line editing) send these keys too.
+    """
+    if "\b" not in text and "\x7f" not in text:
+        return text
+    kept: list[str] = []
+    for char in text:
+        if char in "\b\x7f":
+            if kept:
+                kept.pop()
+        else:
+            kept.append(char)
+    return "".join(kept)
+
+
+# Telnet's commands (RFC 854): what a telnet client may send besides text.
+IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
+TIMING_MARK = 6  # RFC 860: telnet's Ctrl+C asks for it, and shows nothing until
+
+
+class TelnetFilter:
+    """Takes telnet commands out of a plain client's lines, one line at a time.
+
+    ``feed`` returns the line without them, and the bytes to answer: every
+    option the client offers or asks for is refused (``WONT``, ``DONT``),
+    except the timing mark, which is granted.  Telnet's Ctrl+C sends
+    ``IAC IP IAC DO TIMING-MARK`` and then throws away all it receives until
+    the mark is answered.  A subnegotiation (``IAC SB ... IAC SE``) may hold
+    a newline, so it may go on into the next line.
+    """
+
+    def __init__(self) -> None:
+        self._in_subnegotiation = False
+
+    def feed(self, line: bytes) -> tuple[bytes, bytes]:
+        if not self._in_subnegotiation and IAC not in line:
+            return line, b""
+        kept, answer = bytearray(), bytearray()
+        i, n = 0, len(line)
+        while i < n:
+            byte = line[i]
+            if self._in_subnegotiation:
+                if byte == IAC and i + 1 < n:
+                    self._in_subnegotiation = line[i + 1] != SE
+                    i += 2
+                else:
+                    i += 1
+            elif byte != IAC:
+                kept.append(byte)
+                i += 1
+            elif i + 1 >= n or line[i + 1] < SE:
+                # Not a command: a byte of data (never UTF-8, so refused as such)
+                kept.append(byte)
+                i += 1
+            elif line[i + 1] == IAC:  # an escaped 255: a byte of data
+                kept.append(IAC)
+                i += 2
+            elif line[i + 1] == SB:
+                self._in_subnegotiation = True
+                i += 2
+            elif line[i + 1] in (DO, DONT, WILL, WONT):
+                if i + 2 >= n:
+                    break  # its option was a newline (NAOCRD): dropped
+                command, option = line[i + 1], line[i + 2]
+                if command == DO:
+                    answer += bytes((IAC, WILL if option == TIMING_MARK else WONT))
+                    answer.append(option)
+                elif command == WILL:
+                    answer += bytes((IAC, DONT, option))
+                i += 3
+            else:  # IP (Ctrl+C), AYT, NOP, DM...: nothing to do
+                i += 2
+        return bytes(kept), bytes(answer)
+
+
 def _usage(usage: str) -> Local:
     return (Error("usage", f"Usage: {usage}"),)
 

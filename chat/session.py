@@ -255,6 +255,7 @@ class PlainSession(JsonSession):
     ) -> None:
         super().__init__(room, member, policy)
         self._wanted_name: str | None = None  # chosen, waiting for the password
+        self._telnet = plain.TelnetFilter()
 
     def receive(self, lines: Lines) -> None:
         batch: list[Say] = []
@@ -274,7 +275,9 @@ class PlainSession(JsonSession):
                     self._flush(batch)
                     self._register(text)
                     continue
-                parsed = plain.parse_input(text)
+                # Names and passwords stay exactly as typed (a DEL in a name is
+                # refused); what is said is what the person meant to type.
+                parsed = plain.parse_input(plain.erase(text))
                 if parsed is None:
                     continue
                 if isinstance(parsed, tuple):  # help, usage: for this person only
@@ -300,6 +303,9 @@ class PlainSession(JsonSession):
             raise ProtocolError(
                 "too_long", f"Line too long (over {line.limit} bytes); not sent."
             )
+        line, answer = self._telnet.feed(line)
+        if answer:  # before anything else this line brings
+            self.member.outbox.put(answer)
         try:
             text = line.decode("utf-8").rstrip("\r")
         except UnicodeDecodeError:
