@@ -269,7 +269,8 @@ class Room:
             said += self._say_now(member, sender, fresh)
         if log.isEnabledFor(logging.INFO):
             for message in said:
-                log.info("%s: %s", sender, escape_text(message.text))
+                shape = "* %s %s" if message.me else "%s: %s"  # /me, as people see it
+                log.info(shape, sender, escape_text(message.text))
 
     def _say_now(
         self, member: Member, sender: str, lines: Sequence[Say]

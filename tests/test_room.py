@@ -7,6 +7,7 @@ put on it, and the tests decode those bytes the way a client would.
 from __future__ import annotations
 
 import itertools
+import logging
 import sys
 import threading
 
@@ -194,6 +195,15 @@ def test_a_comeback_is_told_how_much_it_missed(said, since, notice):
     shown = range(max(since, said - 3) + 1, said + 1)
     assert [m.id for m in welcome.history] == list(shown)
     assert notices == ([Notice(notice)] if notice else [])
+
+
+def test_the_operators_log_shows_an_action_as_people_see_it(caplog):
+    caplog.set_level(logging.INFO, logger="chat.room")
+    room = Room()
+    [alice] = joined(room, "alice")
+    room.say(alice, [Say("waves", me=True), Say("hello")])
+    said = [r.getMessage() for r in caplog.records if r.name == "chat.room"]
+    assert said[-2:] == ["* alice waves", "alice: hello"]
 
 
 def test_join_keeps_the_names_normal_form():
