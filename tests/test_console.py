@@ -391,18 +391,28 @@ def test_control_characters_from_a_client_reach_the_console_escaped():
 
 def test_log_file_gets_the_conversation(tmp_path):
     transcript = tmp_path / "chat.log"
+
+    # The room logs just after it lets go of its lock, so another thread's
+    # next event may be logged first: wait for each log line itself before
+    # making the next event happen.
+    def in_transcript(text: str) -> None:
+        wait_for(
+            lambda: text in transcript.read_text(encoding="utf-8"),
+            what=f"{text!r} in the transcript",
+        )
+
     with running_launcher("--log", str(transcript)) as (server, port):
-        with plain_client(port, "alice") as alice, plain_client(port, "bob") as bob:
+        with plain_client(port, "alice") as alice:
+            in_transcript("alice joined")
+            bob = plain_client(port, "bob")
+            in_transcript("bob joined")
             alice.send_line("for the record \x1b[1m")
             bob.expect_text("alice:")
+            in_transcript("for the record")
             bob.send_line("/quit")
             alice.expect_text("* bob left")
-            # The room logs just after it lets go of its lock: wait for the
-            # log line itself, or the kick may be logged first.
-            wait_for(
-                lambda: "bob left" in transcript.read_text(encoding="utf-8"),
-                what="bob's leaving in the transcript",
-            )
+            in_transcript("bob left")
+            bob.close()
             server.type("/kick alice enough")
             alice.expect_closed()
 
