@@ -128,57 +128,58 @@ TIMING_MARK = 6  # RFC 860: telnet's Ctrl+C asks for it, and shows nothing until
 
 
 class TelnetFilter:
-    """Takes telnet commands out of a plain client's lines, one line at a time.
+    """Takes telnet commands out of a plain client's byte stream.
 
-    ``feed`` returns the line without them, and the bytes to answer: every
-    option the client offers or asks for is refused (``WONT``, ``DONT``),
-    except the timing mark, which is granted.  Telnet's Ctrl+C sends
-    ``IAC IP IAC DO TIMING-MARK`` and then throws away all it receives until
-    the mark is answered.  A subnegotiation (``IAC SB ... IAC SE``) may hold
-    a newline, so it may go on into the next line.
+    ``feed(data)`` returns the data without them, and the bytes to answer at
+    once: every option the client offers or asks for is refused (``WONT``,
+    ``DONT``), except the timing mark, which is granted.  Telnet's Ctrl+C
+    sends ``IAC IP IAC DO TIMING-MARK`` and then throws away all it receives
+    until the mark is answered, so the answer must not wait for a newline.
+    A command may be cut between two reads: its first bytes wait (at most
+    two).  A subnegotiation (``IAC SB ... IAC SE``) is dropped whole, however
+    long.  A 255 that starts no command is data (never UTF-8, so a line
+    holding it is refused as such).  Sans-I/O: the caller sends the answer.
     """
 
     def __init__(self) -> None:
+        self._held = b""  # the start of a command cut off by the end of a read
         self._in_subnegotiation = False
 
-    def feed(self, line: bytes) -> tuple[bytes, bytes]:
-        if not self._in_subnegotiation and IAC not in line:
-            return line, b""
+    def feed(self, data: bytes) -> tuple[bytes, bytes]:
+        data, self._held = self._held + data, b""
+        if not self._in_subnegotiation and IAC not in data:
+            return data, b""
         kept, answer = bytearray(), bytearray()
-        i, n = 0, len(line)
+        i, n = 0, len(data)
         while i < n:
-            byte = line[i]
+            byte = data[i]
+            if byte != IAC:
+                if not self._in_subnegotiation:
+                    kept.append(byte)
+                i += 1
+                continue
+            need = 3 if i + 1 < n and data[i + 1] in (DO, DONT, WILL, WONT) else 2
+            if i + need > n:  # cut by the end of this read: wait for the rest
+                self._held = data[i:]
+                break
+            command = data[i + 1]
             if self._in_subnegotiation:
-                if byte == IAC and i + 1 < n:
-                    self._in_subnegotiation = line[i + 1] != SE
-                    i += 2
-                else:
-                    i += 1
-            elif byte != IAC:
-                kept.append(byte)
-                i += 1
-            elif i + 1 >= n or line[i + 1] < SE:
-                # Not a command: a byte of data (never UTF-8, so refused as such)
-                kept.append(byte)
-                i += 1
-            elif line[i + 1] == IAC:  # an escaped 255: a byte of data
+                self._in_subnegotiation = command != SE  # IAC IAC: data in it
+            elif command < SE:  # not a command: a byte of data
                 kept.append(IAC)
-                i += 2
-            elif line[i + 1] == SB:
+                i += 1
+                continue
+            elif command == IAC:  # an escaped 255: a byte of data
+                kept.append(IAC)
+            elif command == SB:
                 self._in_subnegotiation = True
-                i += 2
-            elif line[i + 1] in (DO, DONT, WILL, WONT):
-                if i + 2 >= n:
-                    break  # its option was a newline (NAOCRD): dropped
-                command, option = line[i + 1], line[i + 2]
-                if command == DO:
-                    answer += bytes((IAC, WILL if option == TIMING_MARK else WONT))
-                    answer.append(option)
-                elif command == WILL:
-                    answer += bytes((IAC, DONT, option))
-                i += 3
-            else:  # IP (Ctrl+C), AYT, NOP, DM...: nothing to do
-                i += 2
+            elif command == DO:
+                option = data[i + 2]
+                answer += bytes((IAC, WILL if option == TIMING_MARK else WONT, option))
+            elif command == WILL:
+                answer += bytes((IAC, DONT, data[i + 2]))
+            # DONT, WONT: nothing to answer; IP (Ctrl+C), AYT, NOP...: nothing to do
+            i += need
         return bytes(kept), bytes(answer)
 
 

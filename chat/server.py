@@ -394,6 +394,10 @@ class ChatHandler(socketserver.BaseRequestHandler):
         self.address = format_address(self.client_address)
         self.outbox = self.server.writer.open(sock, config.max_outbox_bytes)
         self.decoder = LineDecoder(config.max_line_bytes, config.max_unterminated_bytes)
+        # Until a first line says JSON (or in echo mode, which mirrors every
+        # byte), the bytes may come from telnet: its commands are taken out
+        # and answered before the lines are cut (plain.TelnetFilter).
+        self.telnet = None if config.echo else plain.TelnetFilter()
         self.member = Member(self.outbox, encode, echo=True, address=self.address)
         self.session: Session | None = None
         self.tls: TlsChannel | None = None
@@ -539,6 +543,10 @@ class ChatHandler(socketserver.BaseRequestHandler):
         self._end("registration timeout")
 
     def _receive(self, data: bytes) -> None:
+        if self.telnet is not None:
+            data, answer = self.telnet.feed(data)
+            if answer:  # at once: telnet shows nothing more until it comes
+                self.outbox.put(answer)
         lines = self.decoder.feed(data)
         if self.session is None:
             lines = self._before_first_line(lines)
@@ -548,6 +556,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
             # the protocol (even one slow enough to have got the prompt).
             first = lines[0]
             if isinstance(first, bytes) and looks_like_json(first):
+                self.telnet = None  # a program: its bytes are its own
                 self.member.render = encode
                 self.session = JsonSession(
                     self.server.room, self.member, self.server.policy

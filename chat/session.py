@@ -255,7 +255,6 @@ class PlainSession(JsonSession):
     ) -> None:
         super().__init__(room, member, policy)
         self._wanted_name: str | None = None  # chosen, waiting for the password
-        self._telnet = plain.TelnetFilter()
 
     def receive(self, lines: Lines) -> None:
         batch: list[Say] = []
@@ -303,9 +302,6 @@ class PlainSession(JsonSession):
             raise ProtocolError(
                 "too_long", f"Line too long (over {line.limit} bytes); not sent."
             )
-        line, answer = self._telnet.feed(line)
-        if answer:  # before anything else this line brings
-            self.member.outbox.put(answer)
         try:
             text = line.decode("utf-8").rstrip("\r")
         except UnicodeDecodeError:
