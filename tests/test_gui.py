@@ -921,3 +921,62 @@ def test_a_transcript_path_that_cannot_be_written_is_a_usage_error(tmp_path, cap
         app_module.main(["--log", str(tmp_path / "no such folder" / "log.txt")])
     assert stopped.value.code == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def click(root, widget):
+    """Press and release mouse button 1 over ``widget``, as a person would."""
+    root.update()
+    x, y = widget.winfo_width() // 2, widget.winfo_height() // 2
+    widget.event_generate("<Enter>", x=x, y=y)
+    widget.event_generate("<ButtonPress-1>", x=x, y=y)
+    widget.event_generate("<ButtonRelease-1>", x=x, y=y)
+    root.update()
+
+
+def test_the_send_button_gives_the_keyboard_back_to_the_entry(server, make_app):
+    app = make_app()
+    connected(app, server)
+    app.root.focus_force()
+    app.entry.focus_force()
+    app.entry.insert(0, "sent with the button")
+    click(app.root, app.send_button)
+    pump_until(app.root, lambda: "ada: sent with the button" in app.view.contents())
+    assert app.root.focus_get() is app.entry, "typing on must go to the entry"
+
+
+def test_a_pasted_text_of_several_lines_goes_as_several_lines(server, make_app):
+    app = make_app()
+    connected(app, server)
+    with plain_client(server.port, "bob") as bob:
+        pump_until(app.root, lambda: "bob" in app.users.names())
+        type_into(app.root, app.entry, "line one\nline two\r\n\nline three\n")
+        assert bob.expect_text("ada:") == "ada: line one"
+        assert bob.expect_text("ada:") == "ada: line two"
+        assert bob.expect_text("ada:") == "ada: line three"
+    assert "\\n" not in app.view.contents()
+
+
+def test_a_reason_ending_in_a_mark_gets_no_second_full_stop(make_app):
+    app = make_app()
+    app.client = None
+    lines = app.handle(Disconnected("Server shutting down. Goodbye!", 1))
+    assert "Goodbye!. " not in lines[0].plain
+    assert "Disconnected: Server shutting down. Goodbye! Trying again" in (
+        lines[0].plain
+    )
+    app._cancel_countdown()
+
+
+def test_a_window_made_smaller_still_shows_the_newest_lines(make_app):
+    app = make_app()
+    app.root.update()
+    view = app.view
+    view.add([notice_line(f"line {i}") for i in range(200)])
+    app.root.update()
+    assert view.at_bottom()
+    app.root.geometry("500x340")
+    pump_until(app.root, lambda: app.root.winfo_height() <= 340, "the resize")
+    assert view.at_bottom(), "the newest line must stay in sight"
+    view.add([notice_line("someone else talks")])
+    app.root.update()
+    assert view.at_bottom()

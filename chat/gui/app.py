@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import logging
 import queue
+import re
 import sys
 import time
 import tkinter as tk
@@ -443,11 +444,13 @@ class ChatApp:
         self.users.clear()
         self._update_title()
         reason = event.reason.rstrip(".")
-        text = f"Disconnected: {reason}."
+        if not reason.endswith(("!", "?", "…")):  # not "Goodbye!."
+            reason += "."
+        text = f"Disconnected: {reason}"
         advice: list[Line] = []
         if event.failure is not None and self.client is not None:
             where = f"{self.client.host}:{self.client.port}"
-            text = f"Could not connect to {where}: {reason}."
+            text = f"Could not connect to {where}: {reason}"
             if event.failure != self._advised:  # once, not at every retry
                 self._advised = event.failure
                 tips = advise(event.failure, self.client.host, self.client.port)
@@ -512,14 +515,24 @@ class ChatApp:
     # -- sending -------------------------------------------------------------
 
     def send_entry(self) -> None:
-        """Enter: send what is in the entry (a line or a command)."""
+        """Enter (or Send): send what is in the entry (a line or a command).
+
+        A text pasted with line breaks goes as one line per line, as it would
+        from a terminal (sent whole, the room would see ``\\n`` escapes).
+        The keyboard stays in the entry, even after a click on Send.
+        """
+        self.entry.focus_set()
         text = self.entry.get()
         if not text.strip():
             return
         self.entry.delete(0, "end")
-        self._sent.append(text)
+        lines = [line for line in re.split(r"\r\n|[\r\n]", text) if line.strip()]
+        self._sent += lines
         self._recall = len(self._sent)
-        self.submit(text)
+        for line in lines:
+            if self._closed:  # a /quit among them
+                return
+            self.submit(line)
 
     def submit(self, text: str) -> None:
         """Act on one typed line: send it, or carry out a command."""

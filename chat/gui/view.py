@@ -43,7 +43,11 @@ class MessageView(ttk.Frame):
             undo=False,
         )
         scroll = ttk.Scrollbar(self, orient="vertical", command=self.text.yview)
-        self.text.configure(yscrollcommand=scroll.set)
+        self._scrollbar = scroll
+        self._follow = True  # the reader is at the bottom: keep it there
+        self._size = (0, 0)
+        self.text.configure(yscrollcommand=self._scrolled)
+        self.text.bind("<Configure>", self._resized, add="+")
         self.text.grid(row=0, column=0, sticky="nsew")
         scroll.grid(row=0, column=1, sticky="ns")
         self.columnconfigure(0, weight=1)
@@ -84,6 +88,22 @@ class MessageView(ttk.Frame):
     def set_font(self, text_font: tkfont.Font) -> None:
         for derived in self._derived_fonts:
             derived.configure(size=text_font.cget("size"))
+
+    def _scrolled(self, first: str, last: str) -> None:
+        """The view moved: remember whether the reader is at the bottom,
+        unless a resize moved it (then the reader did not)."""
+        self._scrollbar.set(first, last)
+        text = self.text
+        if self._size == (text.winfo_width(), text.winfo_height()):
+            self._follow = float(last) >= 0.999
+
+    def _resized(self, event: tk.Event) -> None:
+        """Made smaller (or larger), a view at the bottom stays there: Tk
+        keeps the top line in place, which would hide the newest lines and
+        stop the view from following new ones."""
+        self._size = (event.width, event.height)
+        if self._follow:
+            self.text.see("end")
 
     def at_bottom(self) -> bool:
         return self.text.yview()[1] >= 0.999
