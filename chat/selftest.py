@@ -11,7 +11,9 @@ the server, not our client), sends bytes exactly as the protocol describes,
 and either returns one line saying what it saw (PASS) or raises
 ``CheckFailed`` with one line saying what it expected and what came instead
 (FAIL).  A wait that ends with nothing is a FAIL that says "no answer within
-N s" (``--timeout``).  At the end: "N/M passed".
+N s" (``--timeout``), or within 0.3 s once the server has sent not one
+byte in the first two checks (a silent server is not waited for in full 19
+times).  At the end: "N/M passed".
 
 What a run needs from the server, and does to it:
 
@@ -89,6 +91,10 @@ MAX_DELAY = 1.0
 #: A server line longer than this (a welcome is at most 512 KiB by default)
 #: fails the check: it would otherwise fill our memory.
 MAX_RECEIVED_LINE = 16 * 1024 * 1024
+#: A server that has sent not one byte in the first SILENT_CHECKS checks is
+#: given SILENT_TIMEOUT seconds (or --timeout, if less) per wait after that.
+SILENT_CHECKS = 2
+SILENT_TIMEOUT = 0.3
 REASON_CHARS = 300  # a result's reason is cut to this length
 SHOWN_CHARS = 120  # a message quoted in a reason is cut to this length
 
@@ -153,8 +159,11 @@ class Peer:
         self.seen: list[Json] = []
         self.ended = False  # the server ended the stream
         self.was_reset = False  # ... with a reset
+        self.received = 0  # bytes read from the server (by read)
         self._buffer = b""
         self._lines: deque[bytes] = deque()  # complete lines not yet parsed
+        #: The last line skipped as not JSON, if nothing JSON came after it.
+        self.last_text: bytes | None = None
 
     # -- sending --------------------------------------------------------------
 
@@ -190,9 +199,13 @@ class Peer:
         """
         while True:
             while self._lines:
-                message = self._parse(self._lines.popleft())
+                line = self._lines.popleft()
+                message = self._parse(line)
                 if message is None:
+                    if line.strip():
+                        self.last_text = line
                     continue
+                self.last_text = None
                 self.seen.append(message)
                 if message["type"] == "ping":
                     self.send_json(type="pong")
@@ -212,6 +225,7 @@ class Peer:
                 raise
             except OSError as exc:
                 fail(f"{self.label} could not receive: {exc}")
+            self.received += len(data)
             if not data:
                 self.ended = True
             *complete, self._buffer = (self._buffer + data).split(b"\n")
@@ -246,14 +260,15 @@ class Peer:
             try:
                 message = self.read(deadline)
             except TimeoutError:
-                after = f"; the last thing it got: {describe(last)}" if last else ""
                 fail(
-                    f"no answer within {limit:g} s: {self.label} expected {what}{after}"
+                    f"no answer within {limit:g} s: {self.label} expected "
+                    f"{what}{self._last_seen(last)}"
                 )
             if message is None:
                 how = "reset" if self.was_reset else "closed"
                 fail(
-                    f"{self.label} expected {what}, but the server {how} the connection"
+                    f"{self.label} expected {what}, but the server {how} the "
+                    f"connection{self._last_seen(last)}"
                 )
             if match(message):
                 return message
@@ -262,6 +277,13 @@ class Peer:
                     raise rate_limited(self.label, message)
                 fail(f"{self.label} expected {what}; got {describe(message)}")
             last = message
+
+    def _last_seen(self, last: Json | None) -> str:
+        """``; the last thing it got: ...`` for a reason, or nothing."""
+        if self.last_text is not None:  # a server answering in plain text
+            shown = self.last_text[:SHOWN_CHARS]
+            return f"; the last thing it got was a line that is not JSON: {shown!r}"
+        return f"; the last thing it got: {describe(last)}" if last else ""
 
     def expect(self, kind: str, what: str = "") -> Json:
         """Wait for the next message of type ``kind``."""
@@ -368,6 +390,7 @@ class Context:
         self.timeout = target.timeout
         self._numbers = numbers  # shared by the whole run: no name twice
         self._stack = stack
+        self.peers: list[Peer] = []  # every connection opened, in order
 
     def name(self, role: str) -> str:
         """A name no one else has: ``ann3-1f0c9a``."""
@@ -386,6 +409,7 @@ class Context:
         except OSError as exc:
             fail(f"could not connect to {host}:{port}: {exc}")
         peer = Peer(sock, label, self.timeout)
+        self.peers.append(peer)
         self._stack.callback(peer.close)
         try:
             if rcvbuf:  # before connect: the window is agreed at the handshake
@@ -956,6 +980,11 @@ def _feed(ctx: Context, stalled: str, before: str) -> bool:
         fail(f"the server refused the feeder's private lines: {describe(errors[0])}")
     if stuck is not None:
         fail(f"{stuck}; {stalled} is not reading, and was sent {before} before")
+    if not any(m["type"] == "private" for m in feeder.seen):
+        fail(
+            f"{feeder.label} sent {FEED_LINES} private lines to {stalled} and got "
+            "neither its copy of one nor an error: were they sent at all?"
+        )
     return False
 
 
@@ -1039,28 +1068,47 @@ def one_line(text: str) -> str:
 
 def run_check(target: Target, name: str, token: str, numbers: Iterator[int]) -> Result:
     """Run one check; every connection it opened is closed when it returns."""
+    return _run_check(target, name, token, numbers)[0]
+
+
+def _run_check(
+    target: Target, name: str, token: str, numbers: Iterator[int]
+) -> tuple[Result, int]:
+    """``run_check``, and how many bytes the server sent during the check."""
     start = time.monotonic()
+    peers: list[Peer] = []
     try:
         with contextlib.ExitStack() as stack:
-            reason = CHECKS[name](Context(target, token, numbers, stack))
+            ctx = Context(target, token, numbers, stack)
+            peers = ctx.peers
+            reason = CHECKS[name](ctx)
         passed = True
     except CheckFailed as exc:
         passed, reason = False, str(exc)
     except Exception as exc:  # what the server sent broke the check itself
         passed = False
         reason = f"the check could not go on: {type(exc).__name__}: {exc}"
-    return Result(name, passed, one_line(reason), round(time.monotonic() - start, 3))
+    result = Result(name, passed, one_line(reason), round(time.monotonic() - start, 3))
+    return result, sum(peer.received for peer in peers)
 
 
 def run_checks(target: Target, names: Sequence[str] | None = None) -> Iterator[Result]:
     """Run the checks named (default: all), in order; yield each result.
 
-    Blocks while each check runs.  Names are unique to this run.
+    Blocks while each check runs.  Names are unique to this run.  A server
+    that has not sent one byte in the first SILENT_CHECKS checks (it reads
+    and never answers) is given at most SILENT_TIMEOUT s per wait after
+    that: every check still runs, without costing the full timeout each.
     """
     token = secrets.token_hex(3)
     numbers = itertools.count(1)
-    for name in names or list(CHECKS):
-        yield run_check(target, name, token, numbers)
+    heard = 0
+    for done, name in enumerate(names or list(CHECKS)):
+        if done == SILENT_CHECKS and not heard:
+            target = replace(target, timeout=min(target.timeout, SILENT_TIMEOUT))
+        result, received = _run_check(target, name, token, numbers)
+        heard += received
+        yield result
 
 
 def reachable(target: Target) -> Target:

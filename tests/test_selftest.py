@@ -684,3 +684,82 @@ def test_a_line_refused_and_relayed_anyway_fails_the_check():
         [result] = run_checks(Target("127.0.0.1", server.port, 2.0), ["too_long"])
     assert not result.passed
     assert "relayed the line anyway" in result.reason
+
+
+# -- found by running the selftest against servers students write --------------
+
+
+def test_a_server_answering_in_plain_text_is_not_called_silent():
+    """A student's server that answers hello with a line of text did answer:
+    "no answer" would send them looking for a bug they do not have."""
+    with answering(lambda line: b"Welcome! you said: " + line) as port:
+        [result] = run_checks(Target("127.0.0.1", port, 1.0), ["greeting"])
+    assert not result.passed
+    assert "not JSON" in result.reason, result.reason
+    assert "Welcome! you said" in result.reason, result.reason
+
+
+class DropsPrivateLines(ToyServer):
+    """Bug: private lines are read and thrown away, without a word."""
+
+    def private(self, sender, message):
+        pass
+
+
+def test_slow_reader_fails_a_server_that_never_sends_the_private_lines():
+    """Nothing reached the stalled client: the check proved nothing, and must
+    not claim that megabytes were sent to it."""
+    with running_toy(DropsPrivateLines) as server:
+        [result] = run_checks(Target("127.0.0.1", server.port, 2.0), ["slow_reader"])
+    assert not result.passed, result.reason
+    assert "private" in result.reason, result.reason
+
+
+@contextlib.contextmanager
+def silent() -> Iterator[int]:
+    """A server on 127.0.0.1 that accepts and reads, and never says a word."""
+    import selectors
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    stop, chooser = threading.Event(), selectors.DefaultSelector()
+    chooser.register(listener, selectors.EVENT_READ)
+
+    def serve() -> None:
+        while not stop.is_set():
+            for key, _ in chooser.select(0.05):
+                if key.fileobj is listener:
+                    with contextlib.suppress(OSError):
+                        conn, _ = listener.accept()
+                        chooser.register(conn, selectors.EVENT_READ)
+                    continue
+                try:
+                    data = key.fileobj.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:  # the client closed: so do we
+                    chooser.unregister(key.fileobj)
+                    key.fileobj.close()
+
+    try:
+        with in_a_thread(serve, "silent server", stop):
+            yield listener.getsockname()[1]
+    finally:
+        for key in list(chooser.get_map().values()):
+            key.fileobj.close()
+        chooser.close()
+
+
+def test_a_silent_server_does_not_cost_the_full_timeout_for_every_check():
+    """Once the server has said nothing at all for two whole checks, waiting
+    the full timeout in each of the others only makes the teacher wait."""
+    with silent() as port:
+        results = list(run_checks(Target("127.0.0.1", port, 2.0)))
+    assert len(results) == len(CHECKS)
+    assert not any(r.passed for r in results)
+    assert all("no answer within" in r.reason for r in results)
+    # The waits themselves say how long they were (the time taken is a
+    # benchmark's business, not a test's).
+    first, then = results[:2], results[2:]
+    assert all("no answer within 2 s" in r.reason for r in first)
+    assert all("no answer within 0.3 s" in r.reason for r in then)
