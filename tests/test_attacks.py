@@ -7,10 +7,6 @@ port 0; every loop that sends is bounded; nothing sleeps to synchronise.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 from chat import plain
@@ -20,6 +16,7 @@ from tests.helpers import (
     DEADLINE,
     plain_client,
 )
+from tests.test_console import running_launcher
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,32 +105,15 @@ def test_fast_escaping_escapes_exactly_what_it_did():
 # stderr for every line of a peer whose name or text it could not encode.
 
 
-def test_a_name_the_console_cannot_encode_prints_no_traceback():
-    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
-    env.pop("PYTHONUNBUFFERED", None)
-    process = subprocess.Popen(
-        [sys.executable, "server.py", "--port", "0", "--db", ":memory:"],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    try:
-        first = process.stdout.readline().decode()  # "Server listening on HOST:PORT"
-        port = int(first.rsplit(":", 1)[1])
+def test_a_name_the_console_cannot_encode_prints_no_traceback(monkeypatch):
+    monkeypatch.setenv("PYTHONIOENCODING", "ascii")  # the launcher's child gets it
+    with running_launcher() as (server, port):
         with plain_client(port, "José") as jose:
             jose.send_line("olá")
+            assert server.expect(": ol").endswith("Jos\\xe9: ol\\xe1")
             jose.send_line("/quit")
             jose.expect_closed()
-        process.stdin.write(b"/quit\n")
-        process.stdin.flush()
-        process.wait(DEADLINE)
-        errors = process.stderr.read().decode("utf-8", "replace")
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(DEADLINE)
-        for pipe in (process.stdin, process.stdout, process.stderr):
-            pipe.close()
+        server.type("/quit")
+        server.process.wait(DEADLINE)
+        errors = server.process.stderr.read().decode("utf-8", "replace")
     assert "Traceback" not in errors, errors
