@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -177,7 +178,11 @@ def test_a_reader_that_goes_away_ends_the_client_quietly(server):
         process = start_client("--port", str(server.port), "--name", "ann")
         try:
             bob.expect_json("joined")
-            process.stdout.close()  # head has its line and exits
+            # head reads until it has its line (here: the welcome), and exits
+            deadline = time.monotonic() + DEADLINE
+            while b"Welcome, ann" not in process.stdout.readline():
+                assert time.monotonic() < deadline, "no welcome printed"
+            process.stdout.close()
             bob.send_json(type="say", text="anyone there?")
             assert bob.expect_json("left")["name"] == "ann"
             process.stdin.close()
