@@ -509,9 +509,9 @@ class ChatClient:
         welcome_due = heard + WELCOME_TIMEOUT
         pinged = 0.0
         if pending:  # text that came in with the TLS handshake
-            fatal = self._receive(decoder.feed(pending), first)
-            if fatal:
-                return self._fatal(fatal)
+            ending = self._receive(decoder.feed(pending), first)
+            if ending is not None:
+                return ending
         with selectors.DefaultSelector() as selector:
             selector.register(link.sock, selectors.EVENT_READ)
             while not self._stopping.is_set():
@@ -555,20 +555,15 @@ class ChatClient:
                     lines = decoder.feed(data)
                 except ProtocolError as exc:  # not a chat server, or a broken one
                     return _Ending(f"the server sent garbage ({exc.text})")
-                fatal = self._receive(lines, first)
-                if fatal:
-                    return self._fatal(fatal)
+                ending = self._receive(lines, first)
+                if ending is not None:
+                    return ending
                 if link.tls is not None and link.tls.closed:  # its close_notify
                     return _Ending(self._farewell or "the server closed the connection")
         return _Ending("closed", fatal=True)
 
-    @staticmethod
-    def _fatal(reason: str) -> _Ending:
-        """The end of the connection, for good, for ``reason`` (of _receive)."""
-        return _Ending(reason, "no_welcome" if reason == ECHOED else None, fatal=True)
-
-    def _receive(self, lines: list, first: bool) -> str:
-        """Handle a batch of lines; the reason to stop for good, or ``""``."""
+    def _receive(self, lines: list, first: bool) -> _Ending | None:
+        """Handle a batch of lines; how the connection ends for good, if so."""
         for line in lines:
             if isinstance(line, LineTooLong) or not line.strip():
                 continue
@@ -579,15 +574,16 @@ class ChatClient:
                     log.warning("ignoring a line from the server: %s", exc.text)
                     continue
                 if line.lstrip().startswith(b'{"type":"hello"'):
-                    return ECHOED  # no chat server says hello to a client
+                    # No chat server says hello to a client.
+                    return _Ending(ECHOED, "no_welcome", fatal=True)
                 # Before the welcome, a server may say something in plain words
                 # (ours: "This chat server speaks TLS..."): show it.
                 text = escape_text(line.decode("utf-8", "replace").strip())
                 message = Notice(text[:500])
             fatal = self._handle(message, first)
             if fatal:
-                return fatal
-        return ""
+                return _Ending(fatal, fatal=True)
+        return None
 
     def _handle(self, message: ServerMessage, first: bool) -> str:
         """Note what concerns the connection; pass everything on.  Fatal reason?"""
