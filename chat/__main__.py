@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import io
 import os
 import queue
 import socket
@@ -49,7 +48,7 @@ from .protocol import (
     Welcome,
     escape_text,
 )
-from .terminal import TOO_LONG, StdinReader
+from .terminal import TOO_LONG, StdinReader, escape_unprintable
 from .timeline import Timeline
 from .tls import client_context, fingerprint, same_fingerprint
 from .wire import Chunk, WireLog, format_record
@@ -393,10 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``argparse`` exits the program (status 2) on a bad argument.
     """
     args = build_parser().parse_args(argv)
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        # A terminal or file that cannot show a character (a Windows console
-        # redirected to a file is cp1252: no emoji) gets an escape, not a crash.
-        sys.stdout.reconfigure(errors="backslashreplace")
+    escape_unprintable()
     show = Printer()
     try:
         if args.send is not None:

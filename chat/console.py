@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import io
 import logging
 import signal
 import socket
@@ -34,7 +33,7 @@ from .protocol import (
 from .room import DEFAULT_HISTORY
 from .server import ChatServer, ServerConfig, format_address
 from .store import MEMORY, StoreError, default_path
-from .terminal import TOO_LONG, StdinReader
+from .terminal import TOO_LONG, StdinReader, escape_unprintable
 from .tls import file_fingerprint, server_context
 
 log = logging.getLogger("chat.console")
@@ -558,11 +557,7 @@ class Operator:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until Ctrl+C, SIGTERM or ``/quit``; the exit status."""
     args = build_parser().parse_args(argv)
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        # A console that cannot show a name or a line (a Windows console
-        # redirected to a file is cp1252) gets escapes, not a logging
-        # traceback for every line of that person.
-        sys.stdout.reconfigure(errors="backslashreplace")
+    escape_unprintable()
     out = _print_now
     try:
         configure_logging(args)

@@ -1,7 +1,8 @@
 """Reading what a person types at a terminal, in a thread that can be stopped.
 
 Both consoles (the server's operator and ``python -m chat``) read standard
-input in a thread of their own while other threads print.  A blocking
+input in a thread of their own while other threads print (and both make
+their output say what it cannot show as escapes: ``escape_unprintable``).  A blocking
 ``readline`` cannot be interrupted, so on POSIX the thread polls the
 descriptor and reads with ``os.read``: ``stop()`` ends it within ``POLL``
 seconds and joins it.  Windows consoles cannot be polled; there the thread
@@ -11,6 +12,7 @@ blocks in ``readline`` and ``stop()`` gives up waiting for it after a second
 
 from __future__ import annotations
 
+import io
 import os
 import select
 import sys
@@ -24,6 +26,18 @@ from .protocol import MAX_LINE_BYTES, LineDecoder, LineTooLong
 POLL = 0.25
 #: What both consoles say when a line typed (or piped) is too long.
 TOO_LONG = f"! That line is too long (over {MAX_LINE_BYTES:,} bytes); it was ignored."
+
+
+def escape_unprintable() -> None:
+    """Make ``sys.stdout`` write what its encoding cannot show as escapes.
+
+    A Windows console redirected to a file is cp1252 (no emoji, no Greek):
+    a name or a line from the room must come out as ``\\u03b1``, not end a
+    thread or print a logging traceback for every line of that person.
+    Call once, from the main thread, before other threads print.
+    """
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
 
 
 class StdinReader:
