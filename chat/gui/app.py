@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import logging
 import queue
-import re
 import sys
 import time
 import tkinter as tk
@@ -526,7 +525,7 @@ class ChatApp:
         if not text.strip():
             return
         self.entry.delete(0, "end")
-        lines = [line for line in re.split(r"\r\n|[\r\n]", text) if line.strip()]
+        lines = [line for line in text.splitlines() if line.strip()]
         self._sent += lines
         self._recall = len(self._sent)
         for line in lines:
